@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install Docker Engine 26 + buildx + Compose v2 on Debian 12 "bookworm" and start dockerd.
+#
+# Why trixie packages: bookworm ships Docker 20.10 (no buildx, no cache export). Trixie's
+# docker.io/docker-cli/docker-buildx/docker-compose/containerd install cleanly on bookworm
+# (they need libc6 >= 2.34; bookworm has 2.36). Bookworm's own runc/tini are kept because
+# trixie's want a newer libc. The system's apt sources are never modified: trixie is read
+# through a private apt configuration under a temp dir.
+#
+# Idempotent: re-running on a provisioned machine only (re)starts the daemon.
+# Usage: provision-docker.sh            install if needed, start dockerd, wait for it
+set -euo pipefail
+export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"   # Debian's client first, not /usr/local/bin/docker
+export DEBIAN_FRONTEND=noninteractive
+
+TRIXIE_PACKAGES=(docker.io docker-cli docker-buildx docker-compose containerd)
+DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
+
+log() { printf '[provision-docker] %s\n' "$*" >&2; }
+
+have_modern_docker() {
+  [[ -x /usr/bin/docker ]] && [[ -x /usr/sbin/dockerd ]] || return 1
+  local version
+  version=$(/usr/bin/docker --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p')
+  [[ -n "$version" && "$version" -ge 26 ]] && /usr/bin/docker buildx version >/dev/null 2>&1 \
+    && /usr/bin/docker compose version >/dev/null 2>&1
+}
+
+install_docker() {
+  log "installing bookworm's runc, tini, iptables"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends runc tini iptables ca-certificates >/dev/null
+
+  local work; work=$(mktemp -d)
+  mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/debs"
+  echo 'deb http://deb.debian.org/debian trixie main' >"$work/sources.list"
+  local apt_opts=(
+    -o "Dir::Etc::SourceList=$work/sources.list"
+    -o "Dir::Etc::SourceParts=-"
+    -o "Dir::State::Lists=$work/lists"
+    -o "Dir::Cache::Archives=$work/archives"
+    -o "APT::Get::List-Cleanup=0"
+  )
+  log "reading trixie's package lists (private apt state in $work)"
+  apt-get "${apt_opts[@]}" update -qq
+  log "downloading ${TRIXIE_PACKAGES[*]} from trixie"
+  (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${TRIXIE_PACKAGES[@]}" >/dev/null)
+  log "installing $(ls "$work/debs" | tr '\n' ' ')"
+  dpkg -i --auto-deconfigure --force-depends "$work"/debs/*.deb >/dev/null || true
+  # dpkg may leave packages unconfigured if a dependency is soft-missing; verify the result
+  # instead of trusting dpkg's exit status.
+  rm -rf "$work"
+  have_modern_docker || { log "docker 26+ with buildx and compose is not usable after install"; exit 1; }
+}
+
+start_dockerd() {
+  if /usr/bin/docker info >/dev/null 2>&1; then
+    log "dockerd already answering"
+    return
+  fi
+  mkdir -p /etc/docker
+  # The containerd image store lets the buildx 'docker' driver export cache (type=registry,
+  # mode=max) and OCI layouts; the classic store refuses both.
+  if [[ ! -f /etc/docker/daemon.json ]] || ! grep -q containerd-snapshotter /etc/docker/daemon.json; then
+    echo '{"features": {"containerd-snapshotter": true}}' >/etc/docker/daemon.json
+  fi
+  log "starting dockerd (log: $DOCKERD_LOG)"
+  setsid /usr/sbin/dockerd >"$DOCKERD_LOG" 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do
+    if /usr/bin/docker info >/dev/null 2>&1; then
+      log "dockerd ready: $(/usr/bin/docker version --format '{{.Server.Version}}')"
+      return
+    fi
+    sleep 1
+  done
+  log "dockerd did not answer within 60 s; last log lines:"
+  tail -n 30 "$DOCKERD_LOG" >&2 || true
+  exit 1
+}
+
+if have_modern_docker; then
+  log "docker $(/usr/bin/docker --version) already installed"
+else
+  install_docker
+fi
+start_dockerd

@@ -1,0 +1,103 @@
+"""Cache backends: which BuildKit cache imports and exports a build uses.
+
+  gha       GitHub Actions cache, v2 service. One scope per image, so images never
+            overwrite each other's index. Credentials stay in the environment
+            (ACTIONS_RUNTIME_TOKEN, ACTIONS_RESULTS_URL): buildctl and buildx fill
+            `token` and `url_v2` from there, so they never appear in argv or logs.
+  registry  an OCI image-manifest cache per scope in a registry (`<ref>:<scope>`).
+  engine    no import/export: BuildKit's own state (a Dagger cache volume, or the local
+            builder) is the cache. Right for laptops.
+  none      no cache at all (`--no-cache`).
+  auto      gha when the GitHub tokens are given, else registry when a cache registry is
+            given, else engine.
+
+Exports never fail a build (`ignore-error=true`); a failed import only means a cold build.
+Whether either worked is read back from BuildKit's progress (see progress.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+
+from .config import ImageConfig
+from .errors import InputError
+from .model import CacheSpec
+
+GHA_ENV = ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL")
+_BUST = re.compile(r"^[A-Za-z0-9._-]{0,40}$")
+_TIMEOUT = re.compile(r"^\d+(ms|s|m|h)$")
+
+
+class Backend(enum.StrEnum):
+    AUTO = "auto"
+    GHA = "gha"
+    REGISTRY = "registry"
+    ENGINE = "engine"
+    NONE = "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheOptions:
+    backend: Backend = Backend.AUTO
+    mode: str = "max"
+    bust: str = ""
+    cache_ref: str | None = None  # registry backend: repository for cache manifests
+    gha_tokens: bool = False  # whether ACTIONS_* values were given (never the values)
+    gha_repository: str | None = None
+    export_timeout: str = "10m"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise InputError("--cache-mode", f"must be 'max' or 'min', got {self.mode!r}")
+        if not _BUST.match(self.bust):
+            raise InputError("--cache-bust", f"letters, digits, '.', '_' and '-' only (40 at most), got {self.bust!r}")
+        if not _TIMEOUT.match(self.export_timeout):
+            raise InputError("--cache-timeout", f"a duration like 10m or 90s, got {self.export_timeout!r}")
+        if self.gha_repository is not None and not re.match(r"^[\w.-]+/[\w.-]+$", self.gha_repository):
+            raise InputError("--gha-repository", f"expected OWNER/NAME, got {self.gha_repository!r}")
+
+
+def resolve(options: CacheOptions) -> Backend:
+    """The backend `auto` stands for; an explicit choice must have what it needs."""
+    if options.backend == Backend.AUTO:
+        if options.gha_tokens:
+            return Backend.GHA
+        if options.cache_ref:
+            return Backend.REGISTRY
+        return Backend.ENGINE
+    if options.backend == Backend.GHA and not options.gha_tokens:
+        raise InputError("--cache", "gha needs the GitHub cache token and results URL (ACTIONS_RUNTIME_TOKEN, ACTIONS_RESULTS_URL)")
+    if options.backend == Backend.REGISTRY and not options.cache_ref:
+        raise InputError("--cache", "registry needs --cache-ref (e.g. ghcr.io/owner/dimbybot2-cache)")
+    return options.backend
+
+
+def scope(image: ImageConfig, options: CacheOptions) -> str:
+    """The per-image cache scope; a bust suffix starts a fresh cache."""
+    return f"{image.scope}-{options.bust}" if options.bust else image.scope
+
+
+def specs(image: ImageConfig, options: CacheOptions) -> tuple[tuple[CacheSpec, ...], tuple[CacheSpec, ...]]:
+    """(imports, exports) for one image."""
+    backend = resolve(options)
+    name = scope(image, options)
+    if backend == Backend.GHA:
+        common = (("scope", name), ("version", "2"))
+        imports = CacheSpec("gha", common, env=GHA_ENV)
+        export_attrs = [*common, ("mode", options.mode), ("ignore-error", "true"), ("timeout", options.export_timeout)]
+        if options.gha_repository:
+            export_attrs.append(("repository", options.gha_repository))
+        return (imports,), (CacheSpec("gha", tuple(export_attrs), env=GHA_ENV),)
+    if backend == Backend.REGISTRY:
+        ref = f"{options.cache_ref}:{name}"
+        imports = CacheSpec("registry", (("ref", ref),))
+        export = CacheSpec("registry", (("ref", ref), ("mode", options.mode), ("image-manifest", "true"),
+                                        ("oci-mediatypes", "true"), ("ignore-error", "true")))
+        return (imports,), (export,)
+    return (), ()
+
+
+def no_cache(options: CacheOptions) -> bool:
+    return resolve(options) == Backend.NONE

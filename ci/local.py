@@ -1,0 +1,189 @@
+"""The local driver: runs BuildRequests with `docker buildx` on this machine.
+
+Used by `dimbybot-ci build-and-push` on laptops, to reproduce a CI build, by the tests and
+by the benchmark. Registry credentials go into a private DOCKER_CONFIG directory (mode
+0700, removed afterwards), never into argv.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+
+from . import render
+from .errors import PipelineError
+from .model import BuildRequest
+from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status
+from .progress import BuildLog, parse_stream
+from .registry import Registry
+
+# Debian's docker client carries the buildx plugin; another `docker` may shadow it in PATH.
+DOCKER = os.environ.get("DIMBYBOT_DOCKER", "/usr/bin/docker" if pathlib.Path("/usr/bin/docker").exists() else "docker")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOutcome:
+    request: BuildRequest
+    log: BuildLog
+    returncode: int
+    seconds: float
+    digest: str | None
+    stderr_tail: str
+    progress_file: pathlib.Path
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@contextlib.contextmanager
+def docker_config(auths: Mapping[str, tuple[str, str]] | None = None) -> Iterator[dict[str, str]]:
+    """An environment whose DOCKER_CONFIG holds only the given registry credentials."""
+    env = dict(os.environ)
+    env["PATH"] = "/usr/bin:" + env.get("PATH", "")
+    if not auths:
+        yield env
+        return
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="dimbybot-docker-"))
+    try:
+        directory.chmod(0o700)
+        entries = {host: {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+                   for host, (user, password) in auths.items()}
+        config = directory / "config.json"
+        config.touch(mode=0o600)
+        config.write_text(json.dumps({"auths": entries}))
+        # Keep the user's buildx builders and plugins visible.
+        home = pathlib.Path(os.environ.get("DOCKER_CONFIG", pathlib.Path.home() / ".docker"))
+        for name in ("buildx", "cli-plugins"):
+            if (home / name).exists():
+                (directory / name).symlink_to(home / name)
+        env["DOCKER_CONFIG"] = str(directory)
+        yield env
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_build(request: BuildRequest, root: pathlib.Path, work: pathlib.Path,
+              env: Mapping[str, str] | None = None) -> BuildOutcome:
+    """Run one build; BuildKit's rawjson progress is kept in `work` and parsed."""
+    work.mkdir(parents=True, exist_ok=True)
+    progress_file = work / f"{request.image}.progress.json"
+    metadata_file = work / f"{request.image}.metadata.json"
+    metadata_file.unlink(missing_ok=True)
+    argv = render.buildx(request, root=str(root), metadata_file=str(metadata_file))
+    argv[0] = DOCKER
+    started = time.monotonic()
+    with progress_file.open("w") as sink:
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=sink, env=dict(env or os.environ),
+                              stdin=subprocess.DEVNULL, check=False)
+    seconds = time.monotonic() - started
+    text = progress_file.read_text(errors="replace")
+    try:
+        with progress_file.open() as stream:
+            log = parse_stream(stream)
+    except ValueError:
+        log = BuildLog(steps=(), bookkeeping=())
+    digest = None
+    if proc.returncode == 0 and metadata_file.exists():
+        digest = json.loads(metadata_file.read_text()).get("containerimage.digest")
+    tail = text[-2000:] if not text.lstrip().startswith("{") else (log.error or text[-2000:])
+    return BuildOutcome(request, log, proc.returncode, seconds, digest, tail, progress_file)
+
+
+def _looks_like_cache_failure(outcome: BuildOutcome) -> bool:
+    failing = [v.name for v in outcome.log.bookkeeping if v.error]
+    return any(name.startswith(("importing cache", "exporting cache")) for name in failing)
+
+
+def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str]) -> ImageResult:
+    """Build (and push the SHA ref of) one image; a cache failure falls back to a cold build."""
+    request = plan.request
+    outcome = run_build(request, root, work, env)
+    warnings: list[str] = []
+    if not outcome.ok and _looks_like_cache_failure(outcome) and (request.cache_from or request.cache_to):
+        warnings.append(f"cache failed ({outcome.log.error}); rebuilt without external cache")
+        request = dataclasses.replace(request, cache_from=(), cache_to=())
+        outcome = run_build(request, root, work, env)
+    log = outcome.log
+    result = ImageResult(
+        name=plan.image.name, digest=outcome.digest, cached_steps=log.cached_count,
+        total_steps=len(log.cacheable), duration=outcome.seconds, log=log,
+        cache_import=cache_status(log, "import", bool(request.cache_from)),
+        cache_export=cache_status(log, "export", bool(request.cache_to)),
+        warnings=warnings + list(log.warnings),
+    )
+    for status, what in ((result.cache_import, "import"), (result.cache_export, "export")):
+        if status.ok is False:
+            result.warnings.append(f"cache {what} failed, build continued: {status.detail}")
+    if not outcome.ok:
+        result.error = f"build of {plan.image.name} failed: {outcome.stderr_tail.strip().splitlines()[-1] if outcome.stderr_tail.strip() else 'no output'}"
+    elif plan.refs:
+        result.refs = [plan.refs[0]]
+    return result
+
+
+def move_followers(plan: ImagePlan, result: ImageResult, registry: Registry) -> None:
+    """After the SHA push: point every other tag at its digest (latest last), then verify."""
+    if not result.ok or not plan.refs:
+        return
+    repository = plan.image.repository
+    sha_tag = plan.refs[0].rsplit(":", 1)[1]
+    try:
+        pushed = registry.digest(repository, sha_tag)
+        if result.digest and pushed != result.digest:
+            raise PipelineError(f"{plan.refs[0]} resolves to {pushed}, the build produced {result.digest}")
+        result.digest = pushed
+        for ref in plan.refs[1:]:
+            tag = ref.rsplit(":", 1)[1]
+            registry.retag(repository, pushed, tag)
+            moved = registry.digest(repository, tag)
+            if moved != pushed:
+                raise PipelineError(f"{ref} resolves to {moved}, expected {pushed}")
+            result.refs.append(ref)
+    except PipelineError as err:
+        result.error = str(err)
+
+
+def build_and_push(plans: list[ImagePlan], options: PipelineOptions, root: pathlib.Path, work: pathlib.Path,
+                   username: str | None = None, password: str | None = None,
+                   on_done: Callable[[ImageResult], None] | None = None) -> PipelineResult:
+    """Build all images concurrently; push SHA tags; then move the other tags."""
+    from . import cache
+
+    started = time.monotonic()
+    auths: dict[str, tuple[str, str]] = {}
+    registry = None
+    if options.registry and options.tag_plan is not None:
+        host = options.registry.split("/", 1)[0]
+        registry = Registry(host, username, password)
+        registry.check_auth()  # wrong credentials fail here, before any build or push
+        if username and password:
+            auths[host] = (username, password)
+    namespace = options.registry.split("/", 1)[1] + "/" if options.registry and "/" in options.registry else ""
+    results: list[ImageResult] = []
+    with docker_config(auths) as env:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
+            futures = {pool.submit(build_image, p, root, work, env): p for p in plans}
+            for future in concurrent.futures.as_completed(futures):
+                plan = futures[future]
+                result = future.result()
+                if registry is not None:
+                    move_followers(dataclasses.replace(plan, image=dataclasses.replace(
+                        plan.image, repository=namespace + plan.image.repository)), result, registry)
+                if on_done:
+                    on_done(result)
+                results.append(result)
+    order = {p.image.name: i for i, p in enumerate(plans)}
+    results.sort(key=lambda r: order[r.name])
+    return PipelineResult(images=results, cache_backend=cache.resolve(options.cache).value,
+                          duration=time.monotonic() - started)

@@ -1,0 +1,143 @@
+"""The build-and-push plan and its result, shared by the Dagger and local drivers.
+
+plan()      validates every input and turns configuration + options into one ImagePlan per
+            image (BuildRequest + the refs its tags will name). Nothing runs yet, so bad input
+            fails before any side effect.
+ImageResult what happened to one image: digest, refs, cache hits, cache import/export
+            status, warnings. Drivers fill it from BuildKit's own progress output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+from . import cache, tags
+from .config import ImageConfig, ProjectConfig
+from .errors import InputError
+from .model import BuildRequest, Output
+from .progress import BuildLog
+
+CACHE_HIT_GOAL = 0.70
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    registry: str | None
+    tag_plan: tags.TagPlan | None
+    cache: cache.CacheOptions = cache.CacheOptions()
+    images: tuple[str, ...] = ()
+    source_date_epoch: int | None = 0
+    build_args: tuple[tuple[str, str], ...] = ()
+    rewrite_timestamp: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePlan:
+    image: ImageConfig
+    request: BuildRequest
+    refs: tuple[str, ...]  # SHA ref first, followers in the order they move
+
+    @property
+    def primary_ref(self) -> str | None:
+        return self.refs[0] if self.refs else None
+
+
+def parse_build_args(items: list[str] | tuple[str, ...], argument: str = "--build-arg") -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum():
+            raise InputError(argument, f"expected NAME=value, got {item!r}")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def validate_epoch(value: int | None, argument: str = "--source-date-epoch") -> int | None:
+    if value is not None and not 0 <= value < 2**32:
+        raise InputError(argument, f"must be a Unix time in seconds, got {value}")
+    return value
+
+
+def plan(config: ProjectConfig, options: PipelineOptions, root: pathlib.Path | None = None,
+         output: Output | None = None) -> list[ImagePlan]:
+    """One ImagePlan per selected image; raises InputError before anything runs."""
+    images = config.select(options.images)
+    if root is not None:
+        ProjectConfig(images=images).check_files(root)
+    validate_epoch(options.source_date_epoch)
+    cache.resolve(options.cache)  # an explicit backend must have what it needs
+    plans = []
+    for image in images:
+        refs: tuple[str, ...] = ()
+        if options.tag_plan is not None:
+            if not options.registry:
+                raise InputError("--registry", "is required to push")
+            refs = tuple(tags.image_ref(options.registry, image.repository, t) for t in options.tag_plan.all)
+        imports, exports = cache.specs(image, options.cache)
+        out = output or (Output("push", names=refs[:1], rewrite_timestamp=options.rewrite_timestamp)
+                         if refs else Output("cacheonly"))
+        request = BuildRequest(
+            image=image.name, context=image.context, dockerfile=image.dockerfile, output=out,
+            target=image.target, build_args=tuple(sorted({**dict(image.build_args), **dict(options.build_args)}.items())),
+            source_date_epoch=options.source_date_epoch, cache_from=imports, cache_to=exports,
+            no_cache=cache.no_cache(options.cache),
+        )
+        plans.append(ImagePlan(image=image, request=request, refs=refs))
+    return plans
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheStatus:
+    """Did the cache import/export work? `None` ok means 'not attempted'."""
+
+    ok: bool | None
+    detail: str = ""
+
+
+def cache_status(log: BuildLog, direction: str, attempted: bool) -> CacheStatus:
+    """Read the import ('importing cache') or export ('exporting cache') outcome from a log."""
+    if not attempted:
+        return CacheStatus(None, "no cache configured")
+    prefix = "importing cache" if direction == "import" else "exporting cache"
+    vertices = log.bookkeeping_matching(prefix)
+    errors = [v.error for v in vertices if v.error]
+    if errors:
+        return CacheStatus(False, errors[0])
+    if direction == "import" and not vertices:
+        return CacheStatus(True, "nothing to import yet")
+    return CacheStatus(True, "ok")
+
+
+@dataclasses.dataclass
+class ImageResult:
+    name: str
+    digest: str | None = None
+    refs: list[str] = dataclasses.field(default_factory=list)
+    cached_steps: int = 0
+    total_steps: int = 0
+    duration: float = 0.0
+    cache_import: CacheStatus = CacheStatus(None)
+    cache_export: CacheStatus = CacheStatus(None)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    error: str | None = None
+    log: BuildLog | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def hit_ratio(self) -> float:
+        return self.cached_steps / self.total_steps if self.total_steps else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclasses.dataclass
+class PipelineResult:
+    images: list[ImageResult]
+    cache_backend: str
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(i.ok for i in self.images)

@@ -1,0 +1,281 @@
+"""Read BuildKit progress output (rawjson or plain text) into Dockerfile steps.
+
+Both formats are read as streams: a log of hundreds of MB is never held in memory, only
+one merged record per vertex. Vertex digests differ from build to build (the local context
+carries a session id), so steps are matched across builds by their label, e.g. `deps 3/4`.
+
+What counts as a step: a vertex named `[<stage> k/n] INSTRUCTION` (or `[k/n] ...` for a
+single unnamed stage). Everything else (`[internal] ...`, `importing cache manifest ...`,
+`exporting ...`, `pushing ...`) is BuildKit bookkeeping, kept apart. `FROM` steps are steps
+but never count for the hit ratio: BuildKit does not report them as cached reliably.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import json
+import re
+from collections.abc import Iterable, Iterator
+from typing import IO, Any, Literal
+
+Format = Literal["rawjson", "plain"]
+
+_LABEL = re.compile(r"^\[(?P<label>(?:(?P<stage>[^\]\s]+) )?(?P<k>\d+)/(?P<n>\d+))\] (?P<instr>.*)$", re.S)
+_PLAIN_LINE = re.compile(r"^#(?P<id>\d+) (?P<rest>.*)$")
+_PLAIN_DONE = re.compile(r"^DONE (?P<secs>[0-9.]+)s$")
+_CHUNK = 1 << 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One vertex of a build: a Dockerfile step or a piece of bookkeeping."""
+
+    name: str
+    cached: bool
+    duration: float | None
+    error: str | None = None
+    started: float | None = None  # seconds since the epoch, when known (rawjson only)
+
+    @property
+    def _match(self) -> re.Match[str] | None:
+        return _LABEL.match(self.name)
+
+    @property
+    def is_dockerfile_step(self) -> bool:
+        return self._match is not None
+
+    @property
+    def label(self) -> str | None:
+        m = self._match
+        return m["label"] if m else None
+
+    @property
+    def stage(self) -> str | None:
+        m = self._match
+        return m["stage"] if m else None
+
+    @property
+    def instruction(self) -> str:
+        m = self._match
+        return " ".join(m["instr"].split()) if m else self.name
+
+    @property
+    def keyword(self) -> str:
+        return self.instruction.split(" ", 1)[0].upper()
+
+    @property
+    def is_from(self) -> bool:
+        return self.keyword == "FROM"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildLog:
+    """The outcome of one build as BuildKit reported it."""
+
+    steps: tuple[Step, ...]
+    bookkeeping: tuple[Step, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def cacheable(self) -> tuple[Step, ...]:
+        """Dockerfile steps that can hit the cache (every step but FROM)."""
+        return tuple(s for s in self.steps if not s.is_from)
+
+    @property
+    def cached_count(self) -> int:
+        return sum(1 for s in self.cacheable if s.cached)
+
+    @property
+    def hit_ratio(self) -> float:
+        total = len(self.cacheable)
+        return self.cached_count / total if total else 1.0
+
+    @property
+    def error(self) -> str | None:
+        for step in (*self.steps, *self.bookkeeping):
+            if step.error:
+                return f"{step.name}: {step.error}"
+        return None
+
+    def by_label(self) -> dict[str, Step]:
+        return {s.label: s for s in self.steps if s.label is not None}
+
+    def bookkeeping_matching(self, prefix: str) -> tuple[Step, ...]:
+        return tuple(s for s in self.bookkeeping if s.name.startswith(prefix))
+
+
+def _timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    # BuildKit writes nanoseconds; Python parses at most microseconds.
+    m = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
+    if not m:
+        return None
+    frac = (m[2] or ".0")[:7]
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    return dt.datetime.fromisoformat(m[1] + frac + zone).timestamp()
+
+
+class _Collector:
+    """Merges repeated reports of the same vertex; keeps first-seen order."""
+
+    def __init__(self) -> None:
+        self.vertices: dict[str, dict[str, Any]] = {}
+        self.warnings: list[str] = []
+
+    def vertex(self, key: str, **fields: Any) -> None:
+        record = self.vertices.setdefault(key, {})
+        for name, value in fields.items():
+            if value is not None and value != "":
+                record[name] = value
+
+    def result(self) -> BuildLog:
+        steps: list[Step] = []
+        bookkeeping: list[Step] = []
+        for record in self.vertices.values():
+            name = record.get("name")
+            if not name:
+                continue
+            started, completed = record.get("started"), record.get("completed")
+            duration = record.get("duration")
+            if duration is None and started is not None and completed is not None:
+                duration = max(0.0, completed - started)
+            step = Step(name=name, cached=bool(record.get("cached")), duration=duration,
+                        error=record.get("error"), started=started)
+            (steps if step.is_dockerfile_step else bookkeeping).append(step)
+        steps.sort(key=_step_order)
+        return BuildLog(steps=tuple(steps), bookkeeping=tuple(bookkeeping), warnings=tuple(self.warnings))
+
+
+def _step_order(step: Step) -> tuple[str, int]:
+    m = step._match
+    return (m["stage"] or "", int(m["k"])) if m else ("", 0)
+
+
+def _json_values(chunks: Iterable[str], trailer: list[str]) -> Iterator[Any]:
+    """Yield JSON values from concatenated text (one per line, or pretty-printed).
+
+    buildx ends a failed build's rawjson stream with a plain-text excerpt of the error;
+    text after the last JSON value is collected in `trailer` (at most 4 KiB).
+    """
+    decoder = json.JSONDecoder()
+    buffer = ""
+    in_trailer = False
+    for chunk in chunks:
+        if in_trailer:
+            if sum(map(len, trailer)) < 4096:
+                trailer.append(chunk)
+            continue
+        buffer += chunk
+        pos = 0
+        while True:
+            while pos < len(buffer) and buffer[pos].isspace():
+                pos += 1
+            if pos >= len(buffer):
+                break
+            if buffer[pos] != "{":
+                in_trailer = True
+                trailer.append(buffer[pos:])
+                break
+            try:
+                value, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError:
+                break  # an incomplete value: wait for more text
+            yield value
+            pos = end
+        buffer = "" if in_trailer else buffer[pos:]
+    if buffer.strip():
+        raise ValueError(f"truncated rawjson progress near: {buffer[:80]!r}")
+
+
+def _read_rawjson(chunks: Iterable[str]) -> BuildLog:
+    collector = _Collector()
+    trailer: list[str] = []
+    for status in _json_values(chunks, trailer):
+        for v in status.get("vertexes") or ():
+            collector.vertex(v["digest"], name=v.get("name"), cached=v.get("cached") or None,
+                             started=_timestamp(v.get("started")),
+                             completed=_timestamp(v.get("completed")), error=v.get("error"))
+        for w in status.get("warnings") or ():
+            short = w.get("short")
+            text = base64.b64decode(short).decode("utf-8", "replace") if short else str(w)
+            collector.warnings.append(text.strip())
+    for line in "".join(trailer).splitlines():
+        if line.startswith("WARNING:"):
+            collector.warnings.append(line.removeprefix("WARNING:").strip())
+    return collector.result()
+
+
+def _read_plain(lines: Iterable[str]) -> BuildLog:
+    collector = _Collector()
+    named: set[str] = set()
+    for raw in lines:
+        line = raw.rstrip("\n")
+        if line.startswith("WARNING:") or line.startswith(" - "):
+            collector.warnings.append(line.removeprefix("WARNING:").strip())
+            continue
+        m = _PLAIN_LINE.match(line)
+        if not m:
+            continue
+        key, rest = m["id"], m["rest"]
+        if key not in named:
+            # The first line of a vertex is its name; later lines are states or logs.
+            named.add(key)
+            collector.vertex(key, name=rest)
+        elif rest == "CACHED":
+            collector.vertex(key, cached=True, duration=0.0)
+        elif done := _PLAIN_DONE.match(rest):
+            collector.vertex(key, duration=float(done["secs"]))
+        elif rest.startswith("ERROR: "):
+            collector.vertex(key, error=rest.removeprefix("ERROR: "))
+        elif rest == "CANCELED":
+            collector.vertex(key, error="canceled")
+    return collector.result()
+
+
+def detect(first_text: str) -> Format:
+    stripped = first_text.lstrip()
+    if stripped.startswith("{"):
+        return "rawjson"
+    if stripped.startswith("#") or not stripped:
+        return "plain"
+    raise ValueError("not BuildKit progress: expected rawjson ('{') or plain ('#N ...') output")
+
+
+def _chunks(stream: IO[str]) -> Iterator[str]:
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
+def parse_stream(stream: IO[str], fmt: Format | None = None) -> BuildLog:
+    """Parse progress from a text stream; the format is detected when not given."""
+    head = stream.read(_CHUNK)
+    fmt = fmt or detect(head)
+    rest = _chunks(stream)
+    if fmt == "rawjson":
+        return _read_rawjson(_prepend(head, rest))
+    return _read_plain(_lines(_prepend(head, rest)))
+
+
+def parse_text(text: str, fmt: Format | None = None) -> BuildLog:
+    import io
+
+    return parse_stream(io.StringIO(text), fmt)
+
+
+def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
+    if first:
+        yield first
+    yield from rest
+
+
+def _lines(chunks: Iterable[str]) -> Iterator[str]:
+    pending = ""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split("\n")
+        yield from complete
+    if pending:
+        yield pending

@@ -1,0 +1,73 @@
+"""Tags: the commit SHA, `latest` and extras, validated once, and the order they move in.
+
+The SHA tag is pushed by the build itself. The other tags follow only after it succeeded,
+each pointed at the SHA tag's digest (so `latest` can never name an image that the SHA tag
+does not), and `latest` goes last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from .errors import InputError
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# host[:port][/path] with no scheme: what goes before "/repository:tag".
+_REGISTRY = re.compile(r"^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::\d{1,5})?(?:/[a-z0-9._-]+)*$")
+
+
+def validate_sha(sha: str, argument: str = "--sha") -> str:
+    sha = sha.strip()
+    if not _SHA.match(sha):
+        raise InputError(argument, f"must be a full 40-character lower-case hex commit SHA, got {sha!r}")
+    return sha
+
+
+def validate_tag(tag: str, argument: str = "--tags") -> str:
+    if not _TAG.match(tag):
+        raise InputError(argument, f"{tag!r} is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})")
+    return tag
+
+
+def validate_registry(registry: str, argument: str = "--registry") -> str:
+    registry = registry.strip().rstrip("/")
+    if "://" in registry:
+        raise InputError(argument, f"give the registry without a scheme (e.g. ghcr.io/owner), got {registry!r}")
+    if not _REGISTRY.match(registry):
+        raise InputError(argument, f"{registry!r} is not a registry host[:port][/namespace]")
+    return registry
+
+
+@dataclasses.dataclass(frozen=True)
+class TagPlan:
+    """The tags of one push, in the order they move."""
+
+    sha: str
+    extra: tuple[str, ...] = ()
+    latest: bool = True
+
+    @property
+    def primary(self) -> str:
+        return self.sha
+
+    @property
+    def followers(self) -> tuple[str, ...]:
+        """Tags moved after the SHA tag was pushed; `latest` last."""
+        rest = tuple(t for t in self.extra if t not in (self.sha, "latest"))
+        return rest + (("latest",) if self.latest else ())
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.primary, *self.followers)
+
+
+def plan(sha: str, latest: bool = True, extra: list[str] | tuple[str, ...] = ()) -> TagPlan:
+    sha = validate_sha(sha)
+    checked = tuple(dict.fromkeys(validate_tag(t) for t in extra))
+    return TagPlan(sha=sha, extra=checked, latest=latest)
+
+
+def image_ref(registry: str, repository: str, tag: str) -> str:
+    return f"{registry}/{repository}:{tag}"
