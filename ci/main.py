@@ -1,22 +1,192 @@
 """The Dagger skin: thin functions that assemble lazy containers from the core, then await.
 
-Lazy helpers (module-level functions returning Containers/Services) are split from the
-functions that await them, so what they would run can be checked without an engine.
+Lazy helpers (module-level, returning Containers/Services) are kept apart from the functions
+that await them, so what they would run is checked without an engine (tests inspect their
+recorded selections). Every decision — images, cache specs, tags, argv — comes from the core.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import dataclasses
+import json
+import time
+from typing import Annotated, Any, TypeVar
 
+import anyio
 import dagger
-from dagger import DefaultPath, Doc, Ignore, function, object_type
+from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
-from . import __version__
-from .config import from_pyproject_text
+from . import __version__, cache, gitinfo, pins, render, report, tags
+from .config import ProjectConfig, from_pyproject_text
+from .errors import InputError
+from .model import BuildRequest, Output
+from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status, plan
+from .progress import parse_text
 
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
-# files then decide what reaches BuildKit).
-SOURCE_IGNORE = [".git", ".venv", "sdk", "**/__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "bench/results"]
+# files then decide what reaches BuildKit). .git stays: HEAD gives the default SHA.
+SOURCE_IGNORE = [".venv", "sdk", "**/__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "bench/results",
+                 ".git/objects", ".git/logs", ".git/hooks", ".git/index"]
+BUILDKIT_PORT = 1234
+BUILDKIT_ALIAS = "buildkitd"
+REGISTRY_ALIAS = "registry"
+EMBEDDED_REGISTRY = f"{REGISTRY_ALIAS}:5000"
+SRC = "/src"
+OUT = "/out"
+
+# Runs buildctl with registry credentials written to a tmpfs (never into a layer or the
+# engine cache), from secret environment variables (never argv).
+BUILDCTL_WRAPPER = """set -eu
+if [ -n "${REGISTRY_PASSWORD:-}" ]; then
+  auth=$(printf '%s:%s' "$REGISTRY_USERNAME" "$REGISTRY_PASSWORD" | base64 | tr -d '\\n')
+  printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY_HOST" "$auth" > /root/.docker/config.json
+fi
+exec "$@"
+"""
+
+
+def buildkit_service(state_key: str = "dimbybot2-buildkit-state", registry: dagger.Service | None = None) -> dagger.Service:
+    """buildkitd from the pinned image, its state on a cache volume (the `engine` cache)."""
+    ctr = (
+        dag.container()
+        .from_(pins.BUILDKIT_IMAGE)
+        .with_mounted_cache("/var/lib/buildkit", dag.cache_volume(state_key))
+        .with_exposed_port(BUILDKIT_PORT)
+    )
+    if registry is not None:
+        ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
+    # buildkitd needs root capabilities to create its own containers and mounts.
+    return ctr.as_service(args=["buildkitd", "--addr", f"tcp://0.0.0.0:{BUILDKIT_PORT}"], insecure_root_capabilities=True)
+
+
+def registry_service() -> dagger.Service:
+    """The embedded registry used when no --registry is given."""
+    return dag.container().from_(pins.REGISTRY_IMAGE).with_exposed_port(5000).as_service(use_entrypoint=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Credentials:
+    """Secrets as Dagger Secret objects: their values never pass through this module."""
+
+    registry_host: str | None = None
+    username: str | None = None
+    password: dagger.Secret | None = None
+    gha_token: dagger.Secret | None = None
+    gha_results_url: dagger.Secret | None = None
+
+
+def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: Credentials,
+                       buildkit: dagger.Service | None, buildkit_host: str | None = None,
+                       registry: dagger.Service | None = None) -> dagger.Container:
+    """A container that runs one rendered buildctl build; progress and metadata land in /out."""
+    ctr = (
+        dag.container()
+        .from_(pins.BUILDKIT_IMAGE)
+        .with_directory(SRC, source)
+        .with_mounted_temp("/root/.docker")
+        .with_env_variable("BUILDKIT_HOST", buildkit_host or f"tcp://{BUILDKIT_ALIAS}:{BUILDKIT_PORT}")
+    )
+    if buildkit is not None:
+        ctr = ctr.with_service_binding(BUILDKIT_ALIAS, buildkit)
+    if registry is not None:
+        ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
+    if creds.password is not None and creds.registry_host:
+        ctr = (ctr.with_env_variable("REGISTRY_HOST", creds.registry_host)
+               .with_env_variable("REGISTRY_USERNAME", creds.username or "")
+               .with_secret_variable("REGISTRY_PASSWORD", creds.password))
+    if "ACTIONS_RUNTIME_TOKEN" in request.client_env and creds.gha_token is not None and creds.gha_results_url is not None:
+        # buildctl fills gha's `token` and `url_v2` from these; they never enter argv.
+        ctr = (ctr.with_secret_variable("ACTIONS_RUNTIME_TOKEN", creds.gha_token)
+               .with_secret_variable("ACTIONS_RESULTS_URL", creds.gha_results_url)
+               .with_env_variable("ACTIONS_CACHE_SERVICE_V2", "true"))
+    argv = render.buildctl(request, root=SRC, metadata_file=f"{OUT}/metadata.json")
+    return (
+        ctr.with_exec(["mkdir", "-p", OUT])
+        .with_exec(["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper", *argv],
+                   redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
+    )
+
+
+def retag_container(image_plan: ImagePlan, digest: str, creds: Credentials, module_source: dagger.Directory,
+                    registry: dagger.Service | None = None) -> dagger.Container:
+    """Moves the follower tags (latest last) to `digest` with the core's registry client."""
+    host, _, path = image_plan.refs[0].partition("/")
+    repository = path.rsplit(":", 1)[0]
+    followers = [ref.rsplit(":", 1)[1] for ref in image_plan.refs[1:]]
+    ctr = (
+        dag.container().from_(pins.PYTHON_IMAGE)
+        .with_directory("/pipeline/ci", module_source.directory("ci"))
+        .with_workdir("/pipeline")
+        .with_env_variable("REGISTRY_USERNAME", creds.username or "")
+    )
+    if creds.password is not None:
+        ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", creds.password)
+    if registry is not None:
+        ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
+    return ctr.with_exec(["python", "-m", "ci.registry_cli", "retag", host, repository, digest, *followers],
+                         expect=dagger.ReturnType.ANY)
+
+
+@object_type
+class ImageOutcome:
+    """What happened to one image."""
+
+    name: str = field()
+    digest: str = field(default="")
+    refs: list[str] = field(default=list)
+    cached_steps: int = field(default=0)
+    total_steps: int = field(default=0)
+    hit_ratio: float = field(default=0.0)
+    duration: float = field(default=0.0)
+    cache_import: Annotated[str, Doc("ok, off, or 'failed: <why>'")] = field(default="off")
+    cache_export: Annotated[str, Doc("ok, off, or 'failed: <why>'")] = field(default="off")
+    warnings: list[str] = field(default=list)
+    error: str = field(default="")
+
+
+@object_type
+class BuildAndPushResult:
+    """The result of build-and-push: per-image outcomes plus a summary and a JSON report."""
+
+    images: list[ImageOutcome] = field()
+    cache_backend: str = field()
+    ok: bool = field()
+    report_json: Annotated[str, Doc("The JSON report (same as `report`)")] = field()
+    summary_markdown: Annotated[str, Doc("The markdown summary (same as `summary`)")] = field()
+
+    @function
+    def summary(self) -> str:
+        """Markdown for $GITHUB_STEP_SUMMARY: hit ratios, cache status, per-step timings."""
+        return self.summary_markdown
+
+    @function
+    def report(self) -> str:
+        """The JSON report (schema dimbybot2.build-report/1)."""
+        return self.report_json
+
+
+T = TypeVar("T")
+
+
+def _make(cls: type[T], **values: Any) -> T:
+    """Construct an @object_type. mypy does not apply the SDK's dataclass_transform through the
+    `dagger.object_type` alias, so it would not see the generated keyword constructor."""
+    return cls(**values)
+
+
+def _status_text(status_ok: bool | None, detail: str) -> str:
+    return "off" if status_ok is None else ("ok" if status_ok else f"failed: {detail}")
+
+
+def _outcome(result: ImageResult) -> ImageOutcome:
+    return _make(
+        ImageOutcome,
+        name=result.name, digest=result.digest or "", refs=list(result.refs), cached_steps=result.cached_steps,
+        total_steps=result.total_steps, hit_ratio=round(result.hit_ratio, 4), duration=round(result.duration, 3),
+        cache_import=_status_text(result.cache_import.ok, result.cache_import.detail),
+        cache_export=_status_text(result.cache_export.ok, result.cache_export.detail),
+        warnings=list(result.warnings), error=result.error or "",
+    )
 
 
 @object_type
@@ -35,8 +205,149 @@ class Dimbybot2:
         """The version of this pipeline module."""
         return __version__
 
+    async def _config(self) -> ProjectConfig:
+        if await self.source.exists("pyproject.toml"):
+            return from_pyproject_text(await self.source.file("pyproject.toml").contents())
+        return ProjectConfig()
+
+    async def _head_sha(self) -> str | None:
+        if not await self.source.exists(".git/HEAD"):
+            return None
+        head = await self.source.file(".git/HEAD").contents()
+        ref = gitinfo.ref_of(head)
+        ref_text = await self.source.file(f".git/{ref}").contents() if ref and await self.source.exists(f".git/{ref}") else None
+        packed = await self.source.file(".git/packed-refs").contents() if await self.source.exists(".git/packed-refs") else None
+        return gitinfo.head_sha(head, ref_text, packed)
+
     @function
     async def images(self) -> list[str]:
         """The names of the images this repository builds (from [tool.dimbybot2] or the defaults)."""
-        text = await self.source.file("pyproject.toml").contents()
-        return list(from_pyproject_text(text).names)
+        return list((await self._config()).names)
+
+    @function
+    async def build(
+        self,
+        image: Annotated[str, Doc("Which image: bot or lavalink (see `images`)")],
+        build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
+        buildkit_host: Annotated[str, Doc("Use this BuildKit (tcp://host:port) instead of one started in the pipeline")] = "",
+    ) -> dagger.Container:
+        """Build one image and return it as a Container (try `terminal` on it to debug)."""
+        config = await self._config()
+        options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,),
+                                  cache=cache.CacheOptions(backend=cache.Backend.ENGINE),
+                                  build_args=_build_args(build_arg))
+        (image_plan,) = plan(config, options, output=Output("oci", dest=f"{OUT}/image.tar"))
+        ctr = buildctl_container(image_plan.request, self.source, Credentials(),
+                                 None if buildkit_host else buildkit_service(), buildkit_host or None)
+        code = await ctr.exit_code()
+        if code != 0:
+            log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
+            raise InputError("--image", f"build of {image} failed: {log.error or f'buildctl exit code {code}'}")
+        return dag.container().import_(ctr.file(f"{OUT}/image.tar"))
+
+    # cache="never": it pushes. (dagger-io 0.21's typing overloads of `function` omit the
+    # `cache` keyword that its implementation takes and registers; hence the ignore.)
+    @function(cache="never")  # type: ignore[call-overload, untyped-decorator]
+    async def build_and_push(
+        self,
+        registry: Annotated[str, Doc("Registry/namespace to push to, e.g. ghcr.io/owner (default: a registry started in the pipeline)")] = "",
+        username: Annotated[str, Doc("Registry user name")] = "",
+        password: Annotated[dagger.Secret | None, Doc("Registry password or token (env://VAR)")] = None,
+        sha: Annotated[str, Doc("Full commit SHA to tag (default: the checkout's HEAD)")] = "",
+        latest: Annotated[bool, Doc("Also move `latest` (after the SHA tag was pushed); off for pull requests")] = True,
+        tag: Annotated[list[str] | None, Doc("Extra tags")] = None,
+        cache_backend: Annotated[str, Doc("auto, gha, registry, engine or none"), dagger.Name("cache")] = "auto",
+        cache_mode: Annotated[str, Doc("max (also intermediate stages) or min (final stage only, for quota pressure)")] = "max",
+        cache_ref: Annotated[str, Doc("Registry repository for the registry cache, e.g. ghcr.io/owner/dimbybot2-cache")] = "",
+        cache_bust: Annotated[str, Doc("Suffix for the cache scopes: change it to start a fresh cache")] = "",
+        gha_token: Annotated[dagger.Secret | None, Doc("ACTIONS_RUNTIME_TOKEN (env://ACTIONS_RUNTIME_TOKEN)")] = None,
+        gha_results_url: Annotated[dagger.Secret | None, Doc("ACTIONS_RESULTS_URL (env://ACTIONS_RESULTS_URL)")] = None,
+        images: Annotated[list[str] | None, Doc("Which images (default: all)")] = None,
+        build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
+        buildkit_host: Annotated[str, Doc("Use this BuildKit (tcp://host:port) instead of one started in the pipeline")] = "",
+    ) -> BuildAndPushResult:
+        """Build the images concurrently, export/import their layer cache, push the SHA tag, then move `latest`."""
+        started = time.monotonic()
+        config = await self._config()
+        embedded = not registry
+        registry = EMBEDDED_REGISTRY if embedded else tags.validate_registry(registry)
+        commit = sha or await self._head_sha()
+        if not commit:
+            raise InputError("--sha", "not given and the source has no .git/HEAD to read it from")
+        options = PipelineOptions(
+            registry=registry, tag_plan=tags.plan(commit, latest, tag or ()), images=tuple(images or ()),
+            cache=cache.CacheOptions(backend=_backend(cache_backend), mode=cache_mode, bust=cache_bust,
+                                     cache_ref=cache_ref or None, gha_tokens=gha_token is not None and gha_results_url is not None),
+            build_args=_build_args(build_arg),
+        )
+        plans = plan(config, options)  # every input is validated before anything runs
+        creds = Credentials(registry_host=registry.split("/", 1)[0], username=username or None, password=password,
+                            gha_token=gha_token, gha_results_url=gha_results_url)
+        registry_svc = registry_service() if embedded else None
+        buildkit = None if buildkit_host else buildkit_service(registry=registry_svc)
+        module_source = dag.current_module().source()
+        results: dict[str, ImageResult] = {}
+
+        async def one(image_plan: ImagePlan) -> None:
+            results[image_plan.image.name] = await _build_one(
+                image_plan, self.source, creds, buildkit, buildkit_host or None, registry_svc, module_source)
+
+        async with anyio.create_task_group() as group:
+            for image_plan in plans:
+                group.start_soon(one, image_plan)
+        ordered = [results[p.image.name] for p in plans]
+        outcome = PipelineResult(images=ordered, cache_backend=cache.resolve(options.cache).value,
+                                 duration=time.monotonic() - started)
+        return _make(BuildAndPushResult, images=[_outcome(r) for r in ordered], cache_backend=outcome.cache_backend,
+                                  ok=outcome.ok, report_json=report.to_json(outcome),
+                                  summary_markdown=report.to_markdown(outcome))
+
+
+async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Credentials, buildkit: dagger.Service | None,
+                     buildkit_host: str | None, registry: dagger.Service | None, module_source: dagger.Directory) -> ImageResult:
+    started = time.monotonic()
+    request = image_plan.request
+    if registry is not None:  # the embedded registry speaks plain HTTP
+        request = dataclasses.replace(request, output=dataclasses.replace(request.output, insecure=True))
+    ctr = buildctl_container(request, source, creds, buildkit, buildkit_host, registry)
+    code = await ctr.exit_code()
+    log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
+    warnings: list[str] = []
+    cache_failed = any(v.error and v.name.startswith(("importing cache", "exporting cache")) for v in log.bookkeeping)
+    if code != 0 and cache_failed and (request.cache_from or request.cache_to):
+        warnings.append(f"cache failed ({log.error}); rebuilt without external cache")
+        request = dataclasses.replace(request, cache_from=(), cache_to=())
+        ctr = buildctl_container(request, source, creds, buildkit, buildkit_host, registry)
+        code = await ctr.exit_code()
+        log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
+    result = ImageResult(name=image_plan.image.name, cached_steps=log.cached_count, total_steps=len(log.cacheable), log=log,
+                         cache_import=cache_status(log, "import", bool(request.cache_from)),
+                         cache_export=cache_status(log, "export", bool(request.cache_to)),
+                         warnings=warnings + list(log.warnings))
+    if code != 0:
+        result.error = f"build of {image_plan.image.name} failed: {log.error or f'buildctl exit code {code}'}"
+    else:
+        metadata = json.loads(await ctr.file(f"{OUT}/metadata.json").contents())
+        result.digest = metadata.get("containerimage.digest")
+        result.refs = list(image_plan.refs[:1])
+        if len(image_plan.refs) > 1 and result.digest:
+            moved = retag_container(image_plan, result.digest, creds, module_source, registry)
+            if await moved.exit_code() == 0:
+                result.refs = list(image_plan.refs)
+            else:
+                result.error = f"moving tags failed: {(await moved.stderr()).strip().splitlines()[-1:]}"
+    result.duration = time.monotonic() - started
+    return result
+
+
+def _build_args(items: list[str] | None) -> tuple[tuple[str, str], ...]:
+    from .pipeline import parse_build_args
+
+    return parse_build_args(items or [])
+
+
+def _backend(name: str) -> cache.Backend:
+    try:
+        return cache.Backend(name)
+    except ValueError:
+        raise InputError("--cache", f"unknown backend {name!r} (auto, gha, registry, engine, none)") from None

@@ -39,6 +39,7 @@ class Output:
     names: tuple[str, ...] = ()
     dest: str | None = None
     rewrite_timestamp: bool = False
+    insecure: bool = False  # a plain-HTTP registry (the embedded one)
 
     def csv(self) -> str:
         parts: list[str]
@@ -54,6 +55,8 @@ class Output:
             parts = ["type=cacheonly"]
         if self.rewrite_timestamp and self.kind in ("push", "oci"):
             parts.append("rewrite-timestamp=true")
+        if self.insecure and self.kind == "push":
+            parts.append("registry.insecure=true")
         # A name containing a comma must be quoted in BuildKit's CSV syntax.
         return ",".join(f'"{p}"' if p.count(",") and p.startswith("name=") else p for p in parts)
 

@@ -23,7 +23,8 @@ def test_module_loads_through_its_entry_point_and_finds_the_main_object() -> Non
 def test_constructor_takes_the_repository_with_a_default_path_and_ignores() -> None:
     source = main_object().get_constructor().parameters["source"]
     assert source.default_path == "/"
-    assert ".git" in (source.ignore or [])
+    # .git stays (HEAD gives the default SHA) but its bulky parts never upload.
+    assert {".git/objects", ".venv", "sdk"} <= set(source.ignore or [])
     assert source.doc
 
 
@@ -36,3 +37,78 @@ def test_dagger_json_pins_the_engine_to_the_sdk_and_uploads_only_the_pipeline() 
     excluded = {p[1:] for p in module["include"] if p.startswith("!")}
     assert {"bot", "tests", "Lavalink", ".git"} <= excluded
     assert "ci" not in excluded and "pyproject.toml" not in excluded
+
+
+# --- the lazy containers (nothing is sent: selections are only recorded) -------------------
+
+import dagger  # noqa: E402
+from dagger import dag  # noqa: E402
+
+from ci import cache, main, pins, render, tags  # noqa: E402
+from ci.config import ProjectConfig  # noqa: E402
+from ci.pipeline import PipelineOptions, plan  # noqa: E402
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def selections(obj: object) -> list[tuple[str, dict[str, object]]]:
+    return [(f.name, dict(f.args)) for f in obj._ctx.selections]  # type: ignore[attr-defined]
+
+
+def gha_request():  # type: ignore[no-untyped-def]
+    options = PipelineOptions(registry="ghcr.io/me", tag_plan=tags.plan(SHA), images=("bot",),
+                              cache=cache.CacheOptions(gha_tokens=True))
+    return plan(ProjectConfig(), options)[0].request
+
+
+def test_build_and_push_registers_its_arguments_docs_and_never_caches() -> None:
+    fn = main_object().functions["build_and_push"]
+    assert fn.cache_policy == "never"
+    params = fn.parameters
+    assert {"registry", "username", "password", "sha", "latest", "cache_backend", "cache_bust",
+            "gha_token", "gha_results_url", "images", "buildkit_host"} <= set(params)
+    assert params["cache_backend"].name == "cache"
+    for secret in ("password", "gha_token", "gha_results_url"):
+        assert params[secret].resolved_type == dagger.Secret | None
+    assert all(p.doc for p in params.values())
+    build = main_object().functions["build"]
+    assert build.return_type is dagger.Container
+
+
+def test_buildkit_service_uses_the_pinned_image_state_volume_and_root_capabilities() -> None:
+    sels = selections(main.buildkit_service())
+    assert sels[1] == ("from", {"address": pins.BUILDKIT_IMAGE})
+    assert any(name == "withMountedCache" and args["path"] == "/var/lib/buildkit" for name, args in sels)
+    name, args = sels[-1]
+    assert name == "asService" and args["insecureRootCapabilities"] is True
+    assert args["args"] == ["buildkitd", "--addr", "tcp://0.0.0.0:1234"]
+    major, minor = (int(x) for x in pins.BUILDKIT_IMAGE.split(":v")[1].split(".")[:2])
+    assert (major, minor) >= (0, 26)
+
+
+def test_buildctl_container_gets_secrets_as_secret_variables_and_the_rendered_argv() -> None:
+    creds = main.Credentials(registry_host="ghcr.io", username="me", password=dag.set_secret("pw", "hunter2"),
+                             gha_token=dag.set_secret("t", "tok-value"), gha_results_url=dag.set_secret("u", "https://results"))
+    request = gha_request()
+    ctr = main.buildctl_container(request, dag.directory(), creds, main.buildkit_service())
+    sels = selections(ctr)
+    assert sels[1] == ("from", {"address": pins.BUILDKIT_IMAGE})
+    secret_vars = sorted(args["name"] for name, args in sels if name == "withSecretVariable")
+    assert secret_vars == ["ACTIONS_RESULTS_URL", "ACTIONS_RUNTIME_TOKEN", "REGISTRY_PASSWORD"]
+    plain_env = {args["name"]: args["value"] for name, args in sels if name == "withEnvVariable"}
+    assert "REGISTRY_PASSWORD" not in plain_env and "ACTIONS_RUNTIME_TOKEN" not in plain_env
+    assert ("withMountedTemp", {"path": "/root/.docker"}) in sels  # credentials never land in a layer
+    execs = [args for name, args in sels if name == "withExec"]
+    argv = execs[-1]["args"]
+    assert argv[:3] == ["sh", "-c", main.BUILDCTL_WRAPPER]
+    assert argv[4:] == render.buildctl(request, root=main.SRC, metadata_file=f"{main.OUT}/metadata.json")
+    assert not execs[-1].get("insecureRootCapabilities")
+    recorded = repr(sels)
+    assert "hunter2" not in recorded and "tok-value" not in recorded
+
+
+def test_buildctl_container_can_use_an_external_buildkit() -> None:
+    ctr = main.buildctl_container(gha_request(), dag.directory(), main.Credentials(), None, "tcp://buildkit.ci:1234")
+    sels = selections(ctr)
+    assert ("withEnvVariable", {"name": "BUILDKIT_HOST", "value": "tcp://buildkit.ci:1234"}) in sels
+    assert not any(name == "withServiceBinding" for name, _ in sels)

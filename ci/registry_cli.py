@@ -1,0 +1,37 @@
+"""`python -m ci.registry_cli retag HOST REPOSITORY DIGEST TAG...`: move tags inside the pipeline.
+
+Credentials come from REGISTRY_USERNAME / REGISTRY_PASSWORD (a Dagger secret variable),
+never from argv. Tags move in the order given (the plan puts `latest` last); each is read
+back and must resolve to DIGEST. One line per tag on stdout; exit 1 with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .errors import PipelineError
+from .registry import Registry
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 4 or argv[0] != "retag":
+        print("usage: python -m ci.registry_cli retag HOST REPOSITORY DIGEST TAG...", file=sys.stderr)
+        return 2
+    _, host, repository, digest, *followers = argv
+    registry = Registry(host, os.environ.get("REGISTRY_USERNAME") or None, os.environ.get("REGISTRY_PASSWORD") or None)
+    try:
+        for tag in followers:
+            registry.retag(repository, digest, tag)
+            moved = registry.digest(repository, tag)
+            if moved != digest:
+                raise PipelineError(f"{host}/{repository}:{tag} resolves to {moved}, expected {digest}")
+            print(f"{host}/{repository}:{tag} -> {digest}")
+    except PipelineError as err:
+        print(f"retag failed: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
