@@ -1,17 +1,49 @@
-"""The `dimbybot-ci` command: thin verbs over the core, for people and machines."""
+"""The `dimbybot-ci` command: thin verbs over the core, for people and machines.
+
+Exit status: 0 success, 1 a build/push/check failed, 2 bad input (nothing was done).
+"""
 
 from __future__ import annotations
 
-import typer
+import enum
+import os
+import pathlib
+import sys
+from typing import Annotated, NoReturn
 
-from . import __version__
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, cache, config, gitinfo, local, pipeline, progress, report, tags
+from .errors import InputError, PipelineError
 
 app = typer.Typer(
     name="dimbybot-ci",
-    help="Build, cache, tag, push, verify and deploy the dimbybot2 images (local driver: docker buildx).",
+    help="Build, cache, tag, push, verify and deploy the dimbybot2 images. The same pipeline as "
+         "`dagger call ...`, run on this machine with docker buildx (the local driver).",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+out = Console()
+err = Console(stderr=True)
+
+
+class OutputFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+def say(line: str) -> None:
+    """One unwrapped line on stderr (rich would fold long lines when there is no terminal)."""
+    sys.stderr.write(line.replace("\n", " ") + "\n")
+
+
+def fail_input(error: InputError) -> NoReturn:
+    say(f"error: {error}")
+    raise typer.Exit(2)
 
 
 def _version(value: bool) -> None:
@@ -22,6 +54,126 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """dimbybot2 CI: the same pipeline as `dagger call`, run on this machine."""
+
+
+def _results_table(result: pipeline.PipelineResult) -> Table:
+    table = Table(title=f"build-and-push ({result.cache_backend} cache, {result.duration:.1f} s)")
+    for column in ("image", "cached", "hit ratio", "time", "cache import", "cache export", "digest", "refs"):
+        table.add_column(column)
+    for image in result.images:
+        def status(s: pipeline.CacheStatus) -> str:
+            return "off" if s.ok is None else ("ok" if s.ok else "[red]failed[/red]")
+        table.add_row(image.name, f"{image.cached_steps}/{image.total_steps}", f"{image.hit_ratio:.0%}",
+                      f"{image.duration:.1f} s", status(image.cache_import), status(image.cache_export),
+                      (image.digest or "-")[:19], "\n".join(image.refs) or "-")
+    return table
+
+
+@app.command("build-and-push")
+def build_and_push(
+    registry: Annotated[str, typer.Option(help="Registry/namespace to push to, e.g. ghcr.io/owner. Without it, build only.")] = "",
+    username: Annotated[str, typer.Option(help="Registry user name.")] = "",
+    password_env: Annotated[str, typer.Option(help="Name of the environment variable holding the registry password.")] = "REGISTRY_PASSWORD",  # noqa: S107
+    sha: Annotated[str, typer.Option(help="Full commit SHA to tag (default: git HEAD of --repo).")] = "",
+    latest: Annotated[bool, typer.Option("--latest/--no-latest", help="Move `latest` after the SHA tag was pushed.")] = True,
+    tag: Annotated[list[str] | None, typer.Option(help="Extra tag (repeatable).")] = None,
+    cache_backend: Annotated[cache.Backend, typer.Option("--cache", help="auto picks gha when ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL are set, "
+                                                         "else registry when --cache-ref is given, else engine.")] = cache.Backend.AUTO,
+    cache_mode: Annotated[str, typer.Option(help="max (intermediate stages too) or min.")] = "max",
+    cache_ref: Annotated[str, typer.Option(help="Repository for the registry cache, e.g. ghcr.io/owner/dimbybot2-cache.")] = "",
+    cache_bust: Annotated[str, typer.Option(help="Suffix for the cache scopes; change it to start a fresh cache.")] = "",
+    images: Annotated[list[str] | None, typer.Option("--image", help="Image to build (repeatable; default: all).")] = None,
+    build_arg: Annotated[list[str] | None, typer.Option(help="Extra build arg NAME=value (repeatable).")] = None,
+    repo: Annotated[pathlib.Path, typer.Option(help="Repository root.")] = pathlib.Path("."),
+    work_dir: Annotated[pathlib.Path | None, typer.Option(help="Where BuildKit progress logs are kept (default: REPO/.work).")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or markdown.")] = OutputFormat.table,
+    summary_file: Annotated[pathlib.Path | None, typer.Option(help="Append the markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")] = None,
+    report_file: Annotated[pathlib.Path | None, typer.Option(help="Write the JSON report here.")] = None,
+) -> None:
+    """Build the images concurrently with their cache, push the SHA tag, then move the other tags (latest last)."""
+    root = repo.resolve()
+    password = os.environ.get(password_env) if username else None
+    try:
+        if username and not password:
+            raise InputError("--password-env", f"environment variable {password_env} is empty or not set")
+        project = config.load(root)
+        tag_plan = None
+        registry_name = tags.validate_registry(registry) if registry else None
+        if registry_name:
+            commit = sha or gitinfo.read_head_sha(root) or ""
+            if not commit:
+                raise InputError("--sha", f"not given and {root} is not a git checkout")
+            tag_plan = tags.plan(commit, latest, tag or ())
+        options = pipeline.PipelineOptions(
+            registry=registry_name, tag_plan=tag_plan, images=tuple(images or ()),
+            cache=cache.CacheOptions(backend=cache_backend, mode=cache_mode, bust=cache_bust, cache_ref=cache_ref or None,
+                                     gha_tokens=all(os.environ.get(n) for n in cache.GHA_ENV)),
+            build_args=pipeline.parse_build_args(build_arg or []),
+        )
+        plans = pipeline.plan(project, options, root=root)
+    except InputError as error:
+        fail_input(error)
+    work = (work_dir or root / ".work").resolve()
+    names = ", ".join(p.image.name for p in plans)
+    try:
+        with err.status(f"building {names} with docker buildx ..."):
+            result = local.build_and_push(plans, options, root, work, username or None, password,
+                                          on_done=lambda r: err.print(f"{r.name}: {'done' if r.ok else 'FAILED'} in {r.duration:.1f} s"))
+    except PipelineError as error:
+        say(f"error: {error}")
+        raise typer.Exit(1) from None
+    if summary_file:
+        with summary_file.open("a") as stream:
+            stream.write(report.to_markdown(result))
+    if report_file:
+        report_file.write_text(report.to_json(result))
+    if output_format is OutputFormat.json:
+        typer.echo(report.to_json(result))
+    elif output_format is OutputFormat.markdown:
+        typer.echo(report.to_markdown(result))
+    else:
+        out.print(_results_table(result))
+        for image in result.images:
+            for warning in image.warnings:
+                say(f"warning ({image.name}): {warning}")
+            if image.error:
+                say(f"error ({image.name}): {image.error}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("report")
+def report_log(
+    log: Annotated[pathlib.Path, typer.Argument(help="A BuildKit progress log (rawjson or plain).", exists=True, dir_okay=False)],
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or markdown.")] = OutputFormat.table,
+) -> None:
+    """Read a BuildKit progress log: every Dockerfile step, hit or miss, and its time."""
+    try:
+        with log.open() as stream:
+            parsed = progress.parse_stream(stream)
+    except ValueError as error:
+        say(f"error: LOG: {error}")
+        raise typer.Exit(2) from None
+    result = pipeline.PipelineResult(images=[pipeline.ImageResult(
+        name=log.name, cached_steps=parsed.cached_count, total_steps=len(parsed.cacheable), log=parsed,
+        duration=sum(s.duration or 0 for s in parsed.steps), error=parsed.error)], cache_backend="-")
+    if output_format is OutputFormat.json:
+        typer.echo(report.to_json(result))
+    elif output_format is OutputFormat.markdown:
+        typer.echo(report.to_markdown(result))
+    else:
+        table = Table(title=f"{log.name}: {parsed.cached_count}/{len(parsed.cacheable)} cached ({parsed.hit_ratio:.0%})")
+        for column in ("step", "instruction", "cache", "time"):
+            table.add_column(column)
+        for step in parsed.cacheable:
+            table.add_row(step.label or "", step.instruction[:70], "hit" if step.cached else "[yellow]miss[/yellow]",
+                          "-" if step.duration is None else f"{step.duration:.2f} s")
+        out.print(table)
+        if parsed.error:
+            say(f"build failed at {parsed.error}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

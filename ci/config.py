@@ -65,20 +65,20 @@ class ProjectConfig:
                 return image
         raise InputError(argument, f"unknown image {name!r} (known: {', '.join(self.names)})")
 
-    def select(self, names: list[str] | tuple[str, ...] | None, argument: str = "--images") -> tuple[ImageConfig, ...]:
+    def select(self, names: list[str] | tuple[str, ...] | None, argument: str = "--image") -> tuple[ImageConfig, ...]:
         """The images to work on, in configured order; None or empty means all of them."""
         if not names:
             return self.images
         wanted = {self.image(n, argument).name for n in names}
         return tuple(i for i in self.images if i.name in wanted)
 
-    def check_files(self, root: pathlib.Path) -> None:
+    def check_files(self, root: pathlib.Path, argument: str = "--image") -> None:
         """Fail early, naming the image, when a Dockerfile or context is missing."""
         for image in self.images:
             if not (root / image.dockerfile).is_file():
-                raise InputError("--images", f"image {image.name!r}: Dockerfile {image.dockerfile!r} not found in {root}")
+                raise InputError(argument, f"image {image.name!r}: Dockerfile {image.dockerfile!r} not found in {root}")
             if not (root / image.context).is_dir():
-                raise InputError("--images", f"image {image.name!r}: context {image.context!r} is not a directory in {root}")
+                raise InputError(argument, f"image {image.name!r}: context {image.context!r} is not a directory in {root}")
 
 
 def _image_from_table(name: str, table: Mapping[str, Any]) -> ImageConfig:

@@ -280,7 +280,7 @@ class Dimbybot2:
                                      cache_ref=cache_ref or None, gha_tokens=gha_token is not None and gha_results_url is not None),
             build_args=_build_args(build_arg),
         )
-        plans = plan(config, options)  # every input is validated before anything runs
+        plans = plan(config, options, images_argument="--images")  # every input is validated before anything runs
         creds = Credentials(registry_host=registry.split("/", 1)[0], username=username or None, password=password,
                             gha_token=gha_token, gha_results_url=gha_results_url)
         registry_svc = registry_service() if embedded else None

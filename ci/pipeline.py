@@ -60,11 +60,14 @@ def validate_epoch(value: int | None, argument: str = "--source-date-epoch") -> 
 
 
 def plan(config: ProjectConfig, options: PipelineOptions, root: pathlib.Path | None = None,
-         output: Output | None = None) -> list[ImagePlan]:
-    """One ImagePlan per selected image; raises InputError before anything runs."""
-    images = config.select(options.images)
+         output: Output | None = None, images_argument: str = "--image") -> list[ImagePlan]:
+    """One ImagePlan per selected image; raises InputError before anything runs.
+
+    `images_argument` is how the calling skin names its image selection in errors.
+    """
+    images = config.select(options.images, images_argument)
     if root is not None:
-        ProjectConfig(images=images).check_files(root)
+        ProjectConfig(images=images).check_files(root, images_argument)
     validate_epoch(options.source_date_epoch)
     cache.resolve(options.cache)  # an explicit backend must have what it needs
     plans = []
