@@ -5,6 +5,7 @@ Exit status: 0 success, 1 a build/push/check failed, 2 bad input (nothing was do
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import pathlib
@@ -13,6 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__, cache, config, gitinfo, local, pipeline, progress, report, tags
@@ -26,8 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Data (Dockerfile text, paths) is never markup or emoji: `dimbybot:x:10001` must print as is.
+out = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
 
 
 class OutputFormat(enum.StrEnum):
@@ -66,9 +69,9 @@ def _results_table(result: pipeline.PipelineResult) -> Table:
     for image in result.images:
         def status(s: pipeline.CacheStatus) -> str:
             return "off" if s.ok is None else ("ok" if s.ok else "[red]failed[/red]")
-        table.add_row(image.name, f"{image.cached_steps}/{image.total_steps}", f"{image.hit_ratio:.0%}",
+        table.add_row(escape(image.name), f"{image.cached_steps}/{image.total_steps}", f"{image.hit_ratio:.0%}",
                       f"{image.duration:.1f} s", status(image.cache_import), status(image.cache_export),
-                      (image.digest or "-")[:19], "\n".join(image.refs) or "-")
+                      (image.digest or "-")[:19], escape("\n".join(image.refs) or "-"))
     return table
 
 
@@ -144,18 +147,49 @@ def build_and_push(
     raise typer.Exit(0 if result.ok else 1)
 
 
+def _load_statuses(path: pathlib.Path, image: str | None) -> dict[str, tuple[str, str]]:
+    """A progress log, or an `explain --format json` prediction."""
+    with path.open() as stream:
+        head = stream.read(4096)
+    if head.lstrip().startswith("{") and '"images"' in head:
+        import json
+
+        return report.statuses_of_prediction(json.loads(path.read_text()), image)
+    with path.open() as stream:
+        return report.statuses_of_log(progress.parse_stream(stream))
+
+
 @app.command("report")
 def report_log(
-    log: Annotated[pathlib.Path, typer.Argument(help="A BuildKit progress log (rawjson or plain).", exists=True, dir_okay=False)],
+    log: Annotated[pathlib.Path, typer.Argument(help="A BuildKit progress log (rawjson or plain, as written by --progress).",
+                                                exists=True, dir_okay=False)],
+    against: Annotated[pathlib.Path | None, typer.Option(help="Another log, or an `explain --format json` prediction: "
+                                                         "show the steps whose hit/miss differs.", exists=True, dir_okay=False)] = None,
+    image: Annotated[str | None, typer.Option(help="With a prediction listing several images: which one.")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or markdown.")] = OutputFormat.table,
 ) -> None:
-    """Read a BuildKit progress log: every Dockerfile step, hit or miss, and its time."""
+    """Read a BuildKit progress log: every Dockerfile step, hit or miss, and its time; or compare two runs."""
     try:
         with log.open() as stream:
             parsed = progress.parse_stream(stream)
-    except ValueError as error:
-        say(f"error: LOG: {error}")
+        other = _load_statuses(against, image) if against else None
+    except (ValueError, KeyError) as error:
+        say(f"error: {'--against' if against else 'LOG'}: {error}")
         raise typer.Exit(2) from None
+    if other is not None:
+        changes = report.compare_statuses(other, report.statuses_of_log(parsed))
+        if output_format is OutputFormat.json:
+            import json
+
+            typer.echo(json.dumps({"changes": [dataclasses.asdict(c) for c in changes]}, indent=2))
+        else:
+            table = Table(title=f"{against} -> {log}: {len(changes)} step(s) changed")
+            for column in ("step", "instruction", "before", "after"):
+                table.add_column(column)
+            for change in changes:
+                table.add_row(escape(change.label), escape(change.instruction[:70]), change.before, change.after)
+            out.print(table)
+        return
     result = pipeline.PipelineResult(images=[pipeline.ImageResult(
         name=log.name, cached_steps=parsed.cached_count, total_steps=len(parsed.cacheable), log=parsed,
         duration=sum(s.duration or 0 for s in parsed.steps), error=parsed.error)], cache_backend="-")
@@ -168,11 +202,52 @@ def report_log(
         for column in ("step", "instruction", "cache", "time"):
             table.add_column(column)
         for step in parsed.cacheable:
-            table.add_row(step.label or "", step.instruction[:70], "hit" if step.cached else "[yellow]miss[/yellow]",
+            table.add_row(escape(step.label or ""), escape(step.instruction[:70]), "hit" if step.cached else "[yellow]miss[/yellow]",
                           "-" if step.duration is None else f"{step.duration:.2f} s")
         out.print(table)
         if parsed.error:
             say(f"build failed at {parsed.error}")
+
+
+@app.command("explain")
+def explain(
+    image: Annotated[list[str] | None, typer.Option(help="Configured image to explain (repeatable; default: all).")] = None,
+    base: Annotated[str | None, typer.Option(help="Base revision (default: merge-base with the default branch).")] = None,
+    head: Annotated[str | None, typer.Option(help="Head revision (default: the working tree, untracked files included).")] = None,
+    dockerfile: Annotated[str | None, typer.Option(help="Any Dockerfile (with --context) instead of the configured images.")] = None,
+    context: Annotated[str | None, typer.Option(help="Build context directory for --dockerfile.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target stage (default: the last, or the image's configured target).")] = None,
+    build_arg: Annotated[list[str] | None, typer.Option(help="Build arg NAME=value, as the build would get it (repeatable).")] = None,
+    repo: Annotated[pathlib.Path, typer.Option(help="Repository root.")] = pathlib.Path("."),
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Predict, without building, which steps will hit or miss BuildKit's cache from BASE to HEAD, and why.
+
+    Step labels are BuildKit's own (`deps 3/4`), so predictions join with real builds:
+    `dimbybot-ci report LOG --against prediction.json`.
+    """
+    from .explain.run import explain_repository
+
+    try:
+        results = explain_repository(repo, base, head, image or (), dockerfile, context, target,
+                                     dict(pipeline.parse_build_args(build_arg or [])))
+    except InputError as error:
+        fail_input(error)
+    if output_format is OutputFormat.json:
+        import json
+
+        typer.echo(json.dumps({"images": [r.to_dict() for r in results]}, indent=2))
+        return
+    for result in results:
+        misses = sum(1 for s in result.steps if s.status == "miss")
+        table = Table(title=f"{result.name}: {misses} of {len(result.steps)} steps will miss"
+                            + (f", first at {result.first_miss}" if result.first_miss else ""))
+        for column in ("step", "instruction", "cache", "why"):
+            table.add_column(column)
+        for step in result.steps:
+            table.add_row(escape(step.label), escape(step.instruction[:60]), "hit" if step.status == "hit" else "[yellow]miss[/yellow]",
+                          escape(step.reason or ""))
+        out.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

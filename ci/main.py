@@ -26,7 +26,7 @@ from .progress import parse_text
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
 # files then decide what reaches BuildKit). .git stays: HEAD gives the default SHA.
 SOURCE_IGNORE = [".venv", "sdk", "**/__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "bench/results",
-                 ".git/objects", ".git/logs", ".git/hooks", ".git/index"]
+                 ".work", ".git/logs", ".git/hooks"]
 BUILDKIT_PORT = 1234
 BUILDKIT_ALIAS = "buildkitd"
 REGISTRY_ALIAS = "registry"
@@ -104,6 +104,27 @@ def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: C
         ctr.with_exec(["mkdir", "-p", OUT])
         .with_exec(["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper", *argv],
                    redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
+    )
+
+
+def explain_container(source: dagger.Directory, module_source: dagger.Directory, base: str, head: str,
+                      images: list[str]) -> dagger.Container:
+    """Runs the core's explain (stdlib only) on the repository, with git for reading revisions."""
+    argv = ["python", "-m", "ci.explain", "--repo", "/repo"]
+    if base:
+        argv += ["--base", base]
+    if head:
+        argv += ["--head", head]
+    for image in images:
+        argv += ["--image", image]
+    return (
+        dag.container().from_(pins.PYTHON_IMAGE)
+        .with_exec(["sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends git >/dev/null"])
+        .with_directory("/pipeline/ci", module_source.directory("ci"))
+        .with_directory("/repo", source)
+        .with_env_variable("PYTHONPATH", "/pipeline")
+        .with_exec(["git", "config", "--global", "--add", "safe.directory", "/repo"])
+        .with_exec(argv, expect=dagger.ReturnType.ANY)
     )
 
 
@@ -218,6 +239,19 @@ class Dimbybot2:
         ref_text = await self.source.file(f".git/{ref}").contents() if ref and await self.source.exists(f".git/{ref}") else None
         packed = await self.source.file(".git/packed-refs").contents() if await self.source.exists(".git/packed-refs") else None
         return gitinfo.head_sha(head, ref_text, packed)
+
+    @function
+    async def explain(
+        self,
+        base: Annotated[str, Doc("Base revision (default: merge-base with the default branch)")] = "",
+        head: Annotated[str, Doc("Head revision (default: the source as given, uncommitted changes included)")] = "",
+        images: Annotated[list[str] | None, Doc("Which images (default: all)")] = None,
+    ) -> str:
+        """Predict which Dockerfile steps will hit or miss the cache from base to head, and why (JSON)."""
+        ctr = explain_container(self.source, dag.current_module().source(), base, head, images or [])
+        if await ctr.exit_code() != 0:
+            raise InputError("--base", (await ctr.stderr()).strip().removeprefix("error: "))
+        return await ctr.stdout()
 
     @function
     async def images(self) -> list[str]:

@@ -112,6 +112,9 @@ class Registry:
         lowered = {k.lower(): v for k, v in headers.items()}
         return lowered.get("docker-content-digest", digest)
 
+    def blob(self, repository: str, digest: str) -> bytes:
+        return self._call("GET", f"/{repository}/blobs/{digest}")[2]
+
     def tags(self, repository: str) -> list[str]:
         _, _, body = self._call("GET", f"/{repository}/tags/list")
         data: dict[str, Any] = json.loads(body)

@@ -11,10 +11,12 @@ JSON schema "dimbybot2.build-report/1":
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from .pipeline import CACHE_HIT_GOAL, CacheStatus, ImageResult, PipelineResult
+from .progress import BuildLog
 
 SCHEMA = "dimbybot2.build-report/1"
 
@@ -76,5 +78,71 @@ def to_markdown(result: PipelineResult) -> str:
                 text = text.replace("|", "\\|")
                 took = "-" if s.duration is None else f"{s.duration:.2f} s"
                 lines.append(f"| {s.label} | `{text}` | {'hit' if s.cached else 'miss'} | {took} |")
-            lines += ["", "</details>"]
+            lines += ["", "</details>", "", mermaid_gantt(i.name, i.log)]
     return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    # Mermaid gantt task names end at ':' and break on '#' or ';'.
+    cleaned = text.replace(":", " ").replace("#", " ").replace(";", " ").replace('"', "'")
+    return cleaned if len(cleaned) <= 50 else cleaned[:47] + "..."
+
+
+def mermaid_gantt(name: str, log: BuildLog) -> str:
+    """A Gantt chart of the steps: hits are `done`, misses `crit`. Steps without start times
+    (plain logs) are laid end to end."""
+    lines = ["```mermaid", "gantt", f"  title {name}: {log.cached_count}/{len(log.cacheable)} cacheable steps hit",
+             "  dateFormat x", "  axisFormat %M:%S"]
+    starts = [s.started for s in log.cacheable if s.started is not None]
+    origin = min(starts) if starts else 0.0
+    cursor = 0.0
+    stage = None
+    for index, step in enumerate(log.cacheable):
+        if step.stage != stage:
+            stage = step.stage
+            lines.append(f"  section {_mermaid_text(stage or 'build')}")
+        start_ms = (step.started - origin) * 1000 if step.started is not None else cursor
+        length = max(1.0, (step.duration or 0.0) * 1000)
+        cursor = start_ms + length
+        tag = "done" if step.cached else "crit"
+        label = f"{step.label} {step.instruction}"
+        lines.append(f"  {_mermaid_text(label)} ({'hit' if step.cached else 'miss'}) :{tag}, s{index}, {int(start_ms)}, {int(length)}ms")
+    lines.append("```")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepChange:
+    label: str
+    instruction: str
+    before: str  # "hit", "miss" or "absent"
+    after: str
+
+
+def compare_statuses(before: dict[str, tuple[str, str]], after: dict[str, tuple[str, str]]) -> list[StepChange]:
+    """Steps (label -> (instruction, hit|miss)) whose status differs between two runs."""
+    changes = []
+    for label in sorted(set(before) | set(after), key=_label_order):
+        b, a = before.get(label), after.get(label)
+        b_status, a_status = (b[1] if b else "absent"), (a[1] if a else "absent")
+        if b_status != a_status:
+            changes.append(StepChange(label, (a or b or ("", ""))[0], b_status, a_status))
+    return changes
+
+
+def statuses_of_log(log: BuildLog) -> dict[str, tuple[str, str]]:
+    return {s.label: (s.instruction, "hit" if s.cached else "miss") for s in log.cacheable if s.label}
+
+
+def statuses_of_prediction(data: dict[str, Any], image: str | None = None) -> dict[str, tuple[str, str]]:
+    """From `explain --format json`: the first image, or the one named."""
+    images = data.get("images") or []
+    chosen = next((i for i in images if image is None or i.get("name") == image), None)
+    if chosen is None:
+        raise ValueError(f"no image {image!r} in the prediction" if image else "the prediction lists no image")
+    return {s["label"]: (s["instruction"], s["status"]) for s in chosen["steps"] if not s["instruction"].startswith("FROM ")}
+
+
+def _label_order(label: str) -> tuple[str, int]:
+    stage, _, counter = label.rpartition(" ")
+    return stage, int(counter.split("/")[0]) if counter.split("/")[0].isdigit() else 0

@@ -55,6 +55,19 @@ def docker() -> str:
     return local.DOCKER
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.test_explain_buildkit import AGREEMENT
+
+    if AGREEMENT:
+        agree = sum(a for a, _, _ in AGREEMENT.values())
+        total = sum(t for _, t, _ in AGREEMENT.values())
+        misses = sum(m for _, _, m in AGREEMENT.values())
+        terminalreporter.write_line(f"explain agrees with BuildKit on {agree}/{total} steps over {len(AGREEMENT)} scenarios "
+                                    f"({misses} of them misses)")
+        for scenario, (a, t, m) in AGREEMENT.items():
+            terminalreporter.write_line(f"  {scenario}: {a}/{t} agree, {m} missed")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not REQUIRE_DOCKER:
         return

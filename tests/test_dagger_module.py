@@ -23,8 +23,8 @@ def test_module_loads_through_its_entry_point_and_finds_the_main_object() -> Non
 def test_constructor_takes_the_repository_with_a_default_path_and_ignores() -> None:
     source = main_object().get_constructor().parameters["source"]
     assert source.default_path == "/"
-    # .git stays (HEAD gives the default SHA) but its bulky parts never upload.
-    assert {".git/objects", ".venv", "sdk"} <= set(source.ignore or [])
+    # .git stays (HEAD gives the default SHA; explain reads revisions) but its logs and hooks never upload.
+    assert {".git/logs", ".venv", "sdk", ".work"} <= set(source.ignore or [])
     assert source.doc
 
 
@@ -112,3 +112,22 @@ def test_buildctl_container_can_use_an_external_buildkit() -> None:
     sels = selections(ctr)
     assert ("withEnvVariable", {"name": "BUILDKIT_HOST", "value": "tcp://buildkit.ci:1234"}) in sels
     assert not any(name == "withServiceBinding" for name, _ in sels)
+
+
+def test_explain_runs_the_core_with_git_on_the_source() -> None:
+    assert main_object().functions["explain"].return_type is str
+    ctr = main.explain_container(dag.directory(), dag.directory(), "main", "", ["bot"])
+    sels = selections(ctr)
+    assert sels[1] == ("from", {"address": pins.PYTHON_IMAGE})
+    assert sels[-1][1]["args"] == ["python", "-m", "ci.explain", "--repo", "/repo", "--base", "main", "--image", "bot"]
+
+
+def test_build_returns_an_imported_container_from_a_rendered_oci_export() -> None:
+    # The lazy half of `build`: the same helper with an OCI output.
+    from ci.model import Output
+
+    (image_plan,) = plan(ProjectConfig(), PipelineOptions(registry=None, tag_plan=None, images=("lavalink",)),
+                         output=Output("oci", dest="/out/image.tar"))
+    argv = selections(main.buildctl_container(image_plan.request, dag.directory(), main.Credentials(), main.buildkit_service()))[-1][1]["args"]
+    assert argv[argv.index("--output") + 1] == "type=oci,dest=/out/image.tar"
+    assert "--import-cache" not in argv and "--export-cache" not in argv  # engine cache: buildkitd's own state

@@ -170,7 +170,10 @@ def test_cache_boundaries_of_the_bot_image(repo_copy: pathlib.Path, work_dir: pa
     locked = statuses(build(repo_copy, work_dir, "bot").log)
     install = next(s.label for s in first.log.cacheable if s.stage == "deps" and s.keyword == "RUN")
     assert not locked[install], f"a lock change did not rebuild the dependency install: {locked}"
-    assert locked["deps 2/4"], "steps before the lock copy stay cached"
+    copy_from_deps = next(s.label for s in first.log.cacheable if s.instruction.startswith("COPY --from=deps"))
+    assert not locked[copy_from_deps], "the runtime stage must take the rebuilt environment"
+    # (Steps before the lock copy are not asserted: BuildKit's CACHED flag for a bare WORKDIR
+    # step is unreliable across builds, seen here as hit in one run and miss in the next.)
 
 
 def _order(label: str) -> int:

@@ -18,7 +18,7 @@ import pytest
 
 from ci import local
 from ci.registry import Registry, RegistryAuthError
-from tests.conftest import LOCAL_BASES, REPO
+from tests.conftest import LOCAL_BASES
 from tests.registry_fixture import RunningRegistry, start_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]

@@ -1,0 +1,130 @@
+"""The files of a repository at one point: a git revision, or the working tree on disk.
+
+Digests are git blob ids (sha1 of "blob <size>\\0<content>"), so a revision and the working
+tree compare without reading the revision's files. Modes: git knows only 644/755 (and
+symlinks); a directory on disk has full permission bits (see `comparable_mode`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import stat
+import subprocess
+from typing import Literal, Protocol
+
+Kind = Literal["file", "link"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FileInfo:
+    kind: Kind
+    mode: int  # permission bits
+    size: int
+    link: str = ""
+
+
+class Snapshot(Protocol):
+    exact_modes: bool  # False for git (only the exec bit is known)
+
+    def read(self, path: str) -> str | None: ...
+
+    def listing(self, directory: str) -> dict[str, FileInfo]: ...
+
+    def digest(self, path: str) -> str: ...
+
+
+def blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+class DirSnapshot:
+    """Files on disk below `root` (the working tree, untracked files included, as BuildKit
+    would send them)."""
+
+    exact_modes = True
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        self._digests: dict[str, str] = {}
+
+    def read(self, path: str) -> str | None:
+        file = self.root / path
+        return file.read_text() if file.is_file() else None
+
+    def listing(self, directory: str) -> dict[str, FileInfo]:
+        base = (self.root / directory) if directory not in ("", ".") else self.root
+        files: dict[str, FileInfo] = {}
+        prefix = "" if directory in ("", ".") else directory.strip("/") + "/"
+        for current, dirs, names in os.walk(base):
+            dirs[:] = [d for d in dirs if d != ".git"]
+            rel_dir = os.path.relpath(current, base)
+            for name in names + [d for d in dirs if os.path.islink(os.path.join(current, d))]:
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                full = os.path.join(current, name)
+                st = os.lstat(full)
+                if stat.S_ISLNK(st.st_mode):
+                    files[prefix + rel] = FileInfo("link", 0o777, 0, os.readlink(full))
+                elif stat.S_ISREG(st.st_mode):
+                    files[prefix + rel] = FileInfo("file", stat.S_IMODE(st.st_mode), st.st_size)
+        return files
+
+    def digest(self, path: str) -> str:
+        if path not in self._digests:
+            self._digests[path] = blob_id((self.root / path).read_bytes())
+        return self._digests[path]
+
+
+class GitSnapshot:
+    """Files of a git revision, read with `git ls-tree` and `git show` (no checkout)."""
+
+    exact_modes = False
+
+    def __init__(self, repo: pathlib.Path, revision: str) -> None:
+        self.repo = repo
+        self.revision = revision
+        self._tree: dict[str, tuple[FileInfo, str]] | None = None
+
+    def _git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True, text=True, check=True).stdout
+
+    def _load(self) -> dict[str, tuple[FileInfo, str]]:
+        if self._tree is None:
+            tree: dict[str, tuple[FileInfo, str]] = {}
+            out = subprocess.run(["git", "-C", str(self.repo), "ls-tree", "-r", "-l", "-z", "--full-tree", self.revision],
+                                 capture_output=True, check=True).stdout.decode()
+            links = []
+            for entry in filter(None, out.split("\0")):
+                meta, path = entry.split("\t", 1)
+                mode, kind, blob, size = meta.split()
+                if kind != "blob":
+                    continue
+                if mode == "120000":
+                    links.append((path, blob))
+                    tree[path] = (FileInfo("link", 0o777, 0), blob)
+                else:
+                    tree[path] = (FileInfo("file", 0o755 if mode == "100755" else 0o644, int(size)), blob)
+            for path, blob in links:
+                target = self._git("cat-file", "blob", blob)
+                tree[path] = (FileInfo("link", 0o777, 0, target), blob)
+            self._tree = tree
+        return self._tree
+
+    def read(self, path: str) -> str | None:
+        tree = self._load()
+        if path not in tree:
+            return None
+        return self._git("cat-file", "blob", tree[path][1])
+
+    def listing(self, directory: str) -> dict[str, FileInfo]:
+        prefix = "" if directory in ("", ".") else directory.strip("/") + "/"
+        return {path: info for path, (info, _) in self._load().items() if path.startswith(prefix)}
+
+    def digest(self, path: str) -> str:
+        return self._load()[path][1]
+
+
+def comparable_mode(mode: int, exact: bool) -> int:
+    return mode if exact else (0o755 if mode & 0o111 else 0o644)

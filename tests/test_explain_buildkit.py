@@ -1,0 +1,142 @@
+"""explain against real BuildKit: for each mutation scenario, build the base, then the head,
+and check that every predicted hit/miss equals BuildKit's CACHED flag, step by step.
+
+Each scenario writes a fresh nonce into every stage, so BuildKit's content-addressed cache
+holds exactly what the base build put there (nothing from other scenarios or earlier runs).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from ci import local
+from ci.explain.predict import BuildInput, compare
+from ci.explain.snapshot import DirSnapshot
+from ci.model import BuildRequest, Output
+from tests.conftest import BASE_PREFIX
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
+
+DEBIAN = f"{BASE_PREFIX}/debian:bookworm"
+PYTHON = f"{BASE_PREFIX}/python:3.11"
+DOCKERFILE = f"""\
+ARG BASE={DEBIAN}
+FROM ${{BASE}} AS deps
+RUN echo NONCE > /nonce
+WORKDIR /deps
+COPY requirements.txt ./
+RUN cat requirements.txt > installed.txt && echo installed >> installed.txt
+
+FROM ${{BASE}} AS docs
+RUN echo NONCE > /nonce
+COPY docs/ /docs/
+RUN ls /docs > /docs.list
+
+FROM ${{BASE}} AS final
+ARG GREETING=hello
+RUN echo NONCE > /nonce
+COPY --from=deps /deps/installed.txt /opt/installed.txt
+COPY app/ /app/
+COPY scripts/run.sh /usr/local/bin/run.sh
+RUN echo "$GREETING" > /greeting && cat /app/main.txt > /app.copy
+"""
+FILES = {
+    "requirements.txt": "flask==3.0\n",
+    "app/main.txt": "main\n",
+    "app/cache.tmp": "temporary\n",
+    "scripts/run.sh": "#!/bin/sh\necho run\n",
+    "scripts/other.txt": "not copied\n",
+    "docs/index.md": "# docs\n",
+    "notes.md": "ignored notes\n",
+    ".dockerignore": "notes.md\napp/*.tmp\n",
+}
+
+
+def edit(path: str, text: str) -> Callable[[pathlib.Path], None]:
+    def apply(root: pathlib.Path) -> None:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return apply
+
+
+def replace_in_dockerfile(old: str, new: str) -> Callable[[pathlib.Path], None]:
+    def apply(root: pathlib.Path) -> None:
+        dockerfile = root / "Dockerfile"
+        dockerfile.write_text(dockerfile.read_text().replace(old, new))
+    return apply
+
+
+def chmod_exec(root: pathlib.Path) -> None:
+    (root / "app" / "main.txt").chmod(0o755)
+
+
+def touch_only(root: pathlib.Path) -> None:
+    for path in root.rglob("*"):
+        os.utime(path, (1_000_000, 1_000_000))
+
+
+SCENARIOS: dict[str, tuple[Callable[[pathlib.Path], None] | None, dict[str, str]]] = {
+    "no change": (None, {}),
+    "content change of a copied file": (edit("app/main.txt", "main v2\n"), {}),
+    "change of a .dockerignored file": (edit("notes.md", "new notes\n"), {}),
+    "lock change in a dependency stage feeding COPY --from": (edit("requirements.txt", "flask==3.1\n"), {}),
+    "change of a file no COPY selects": (edit("scripts/other.txt", "still not copied\n"), {}),
+    "changed ARG default": (replace_in_dockerfile("GREETING=hello", "GREETING=bonjour"), {}),
+    "changed RUN text": (replace_in_dockerfile("echo installed", "echo installed!"), {}),
+    "exec-bit change": (chmod_exec, {}),
+    "mtime-only change": (touch_only, {}),
+    "new file in a copied directory": (edit("app/new.txt", "new\n"), {}),
+    "change only in a stage the target does not need": (edit("docs/index.md", "# docs v2\n"), {}),
+    ".dockerignore edited": (edit(".dockerignore", "notes.md\n"), {}),
+    "base image changed": (replace_in_dockerfile(f"ARG BASE={DEBIAN}", f"ARG BASE={PYTHON}"), {}),
+    "different --build-arg": (None, {"GREETING": "salut"}),
+}
+
+
+def build(root: pathlib.Path, work: pathlib.Path, args: dict[str, str]) -> dict[str, bool]:
+    request = BuildRequest(image="explain", context=".", dockerfile="Dockerfile", output=Output("cacheonly"),
+                           target="final", build_args=tuple(sorted(args.items())))
+    outcome = local.run_build(request, root, work)
+    assert outcome.ok, outcome.stderr_tail
+    return {s.label: s.cached for s in outcome.log.cacheable if s.label}
+
+
+# scenario -> (steps agreeing, steps, misses BuildKit reported); conftest prints the totals.
+AGREEMENT: dict[str, tuple[int, int, int]] = {}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_explain_agrees_with_buildkit(scenario: str, tmp_path: pathlib.Path) -> None:
+    mutate, head_args = SCENARIOS[scenario]
+    base = tmp_path / "base"
+    base.mkdir()
+    for name, text in FILES.items():
+        edit(name, text)(base)
+    (base / "scripts" / "run.sh").chmod(0o755)
+    (base / "Dockerfile").write_text(DOCKERFILE.replace("NONCE", uuid.uuid4().hex))
+    head = tmp_path / "head"
+    shutil.copytree(base, head, symlinks=True)
+    if mutate is not None:
+        mutate(head)
+
+    prediction = compare("explain", BuildInput(DirSnapshot(base), "Dockerfile", ".", {}, "final"),
+                         BuildInput(DirSnapshot(head), "Dockerfile", ".", head_args, "final"))
+    predicted = {s.label: s.status == "hit" for s in prediction.steps if not s.instruction.startswith("FROM ")}
+
+    build(base, tmp_path / "work", {})
+    actual = build(head, tmp_path / "work", head_args)
+
+    assert set(predicted) == set(actual), "explain and BuildKit list different steps"
+    if mutate is None and not head_args:
+        assert all(actual.values())
+    agree = sum(predicted[label] == actual[label] for label in actual)
+    AGREEMENT[scenario] = (agree, len(actual), sum(not hit for hit in actual.values()))
+    details = {label: (predicted[label], actual[label]) for label in actual if predicted[label] != actual[label]}
+    assert not details, f"{scenario}: (predicted hit, BuildKit cached) differ on {details}; reasons: " + str(
+        [(s.label, s.reason) for s in prediction.steps])

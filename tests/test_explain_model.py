@@ -1,0 +1,158 @@
+"""explain's building blocks: Dockerfile parsing and labels, .dockerignore matching, and the
+predictor on directories (the real-BuildKit agreement is in test_explain_buildkit.py)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+
+import pytest
+
+from ci.explain.dockerfile import DockerfileError, expand, parse
+from ci.explain.ignore import IgnoreRules
+from ci.explain.predict import BuildInput, compare
+from ci.explain.snapshot import DirSnapshot, GitSnapshot
+from tests.conftest import REPO
+
+TWO_STAGES = """\
+ARG BASE=debian:bookworm
+FROM ${BASE} AS deps
+WORKDIR /w
+COPY requirements.txt ./
+RUN pip install -r requirements.txt
+
+FROM ${BASE}
+ARG GREETING=hello
+ENV MODE=prod
+COPY --from=deps /w /w
+COPY app/ /app/
+RUN echo $GREETING
+CMD ["run"]
+"""
+
+
+def test_labels_follow_buildkit_numbering() -> None:
+    dockerfile = parse(TWO_STAGES)
+    deps, final = dockerfile.stages
+    assert [s.keyword for s in deps.steps] == ["FROM", "WORKDIR", "COPY", "RUN"]
+    assert (dockerfile.label_prefix(deps), dockerfile.label_prefix(final)) == ("deps ", "stage-1 ")
+    assert len(final.steps) == 4  # ARG, ENV and CMD are not steps
+    single = parse("FROM x\nRUN a\n")
+    assert single.label_prefix(single.stages[0]) == ""
+
+
+def test_continuations_comments_and_flags() -> None:
+    dockerfile = parse("FROM x\nRUN --mount=type=cache,target=/c \\\n    # a comment\n    echo a \\\n && echo b\n")
+    run = dockerfile.stages[0].steps[1]
+    assert run.flag("mount") == "type=cache,target=/c"
+    assert run.rest == "echo a && echo b"
+    assert run.text == "RUN --mount=type=cache,target=/c echo a && echo b"
+    with pytest.raises(DockerfileError, match="before the first FROM"):
+        parse("RUN x\n")
+
+
+def test_expansion_like_the_frontend() -> None:
+    assert expand("${A}/x/$B/${C:-dflt}/${A:+alt}", {"A": "1", "B": "2"}) == "1/x/2/dflt/alt"
+
+
+@pytest.mark.parametrize(("patterns", "path", "ignored"), [
+    ("*\n!bot/dimbybot/\n", "bot/dimbybot/x.py", False),
+    ("*\n!bot/dimbybot/\n", "tests/t.py", True),
+    ("**/__pycache__\n", "a/b/__pycache__/m.pyc", True),
+    ("docs\n", "docs/deep/file.md", True),
+    ("/build\n", "build/x", True),
+    ("*.md\n!README.md\n", "README.md", False),
+    ("*.md\n!README.md\n", "CHANGES.md", True),
+    ("a/*/c\n", "a/b/c", True),
+    ("a/*/c\n", "a/b/d/c", False),
+])
+def test_dockerignore_semantics(patterns: str, path: str, ignored: bool) -> None:
+    assert IgnoreRules.parse(patterns).ignored(path) is ignored
+
+
+def write(root: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture
+def pair(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    files = {"Dockerfile": TWO_STAGES, "requirements.txt": "a==1\n", "app/main.py": "print(1)\n",
+             "notes.txt": "x\n", ".dockerignore": "notes.txt\n"}
+    return write(tmp_path / "base", files), write(tmp_path / "head", files)
+
+
+def explain(base: pathlib.Path, head: pathlib.Path, **args: str) -> dict[str, tuple[str, str | None]]:
+    result = compare("t", BuildInput(DirSnapshot(base), "Dockerfile", "."), BuildInput(DirSnapshot(head), "Dockerfile", ".", args))
+    return {s.label: (s.status, s.reason) for s in result.steps}
+
+
+def test_no_change_hits_everywhere(pair: tuple[pathlib.Path, pathlib.Path]) -> None:
+    assert {status for status, _ in explain(*pair).values()} == {"hit"}
+
+
+def test_app_change_misses_from_its_copy_and_names_the_file(pair: tuple[pathlib.Path, pathlib.Path]) -> None:
+    base, head = pair
+    (head / "app" / "main.py").write_text("print(2)\n")
+    result = explain(base, head)
+    assert result["stage-1 3/4"] == ("miss", "files changed: app/main.py (content changed)")
+    assert result["stage-1 4/4"] == ("miss", "follows the miss at stage-1 3/4")
+    assert all(result[f"deps {k}/4"][0] == "hit" for k in (2, 3, 4))
+
+
+def test_ignored_file_and_mtime_changes_hit(pair: tuple[pathlib.Path, pathlib.Path]) -> None:
+    base, head = pair
+    (head / "notes.txt").write_text("changed\n")
+    import os
+
+    os.utime(head / "app" / "main.py", (1, 1))
+    assert {status for status, _ in explain(base, head).values()} == {"hit"}
+
+
+def test_changed_arg_default_misses_at_the_first_run_after_it(pair: tuple[pathlib.Path, pathlib.Path]) -> None:
+    base, head = pair
+    (head / "Dockerfile").write_text(TWO_STAGES.replace("GREETING=hello", "GREETING=hi"))
+    result = explain(base, head)
+    assert result["stage-1 3/4"][0] == "hit"
+    status, reason = result["stage-1 4/4"]
+    assert status == "miss" and reason is not None and "GREETING: 'hello' -> 'hi'" in reason
+
+
+def test_exec_bit_counts(pair: tuple[pathlib.Path, pathlib.Path]) -> None:
+    base, head = pair
+    (head / "app" / "main.py").chmod(0o755)
+    assert explain(base, head)["stage-1 3/4"] == ("miss", "files changed: app/main.py (mode 644 -> 755)")
+
+
+def test_lock_change_rebuilds_the_dependency_stage_and_what_copies_from_it(pair: tuple[pathlib.Path, pathlib.Path]) -> None:
+    base, head = pair
+    (head / "requirements.txt").write_text("a==2\n")
+    result = explain(base, head)
+    assert result["deps 3/4"][0] == "miss" and result["deps 4/4"] == ("miss", "follows the miss at deps 3/4")
+    status, reason = result["stage-1 2/4"]
+    assert status == "miss" and reason == "copies from stage deps, which was rebuilt (its step deps 3/4 missed)"
+
+
+def test_git_revision_against_the_working_tree(tmp_path: pathlib.Path) -> None:
+    repo = write(tmp_path / "repo", {"Dockerfile": "FROM x\nCOPY a.txt /\nRUN true\n", "a.txt": "1\n"})
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "base", "--allow-empty")
+    git("add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "files")
+    (repo / "a.txt").write_text("2\n")
+    result = compare("t", BuildInput(GitSnapshot(repo, "HEAD"), "Dockerfile", "."), BuildInput(DirSnapshot(repo), "Dockerfile", "."))
+    assert [(s.label, s.status) for s in result.steps] == [("1/3", "hit"), ("2/3", "miss"), ("3/3", "miss")]
+    assert result.steps[1].changed_files == ("a.txt",) and result.first_miss == "2/3"
+
+
+def test_the_repository_bot_image_is_explained() -> None:
+    same = BuildInput(DirSnapshot(REPO), "Dockerfile", ".")
+    result = compare("bot", same, same)
+    assert [s.label for s in result.steps][:4] == ["deps 1/4", "deps 2/4", "deps 3/4", "deps 4/4"]
+    assert result.first_miss is None
