@@ -250,5 +250,84 @@ def explain(
         out.print(table)
 
 
+@app.command("verify")
+def verify_images(
+    image_a: Annotated[str, typer.Argument(metavar="A", help="OCI layout (directory or tarball) or registry reference.")],
+    image_b: Annotated[str, typer.Argument(metavar="B", help="The image to compare with A.")],
+    username: Annotated[str, typer.Option(help="Registry user name (for registry references).")] = "",
+    password_env: Annotated[str, typer.Option(help="Environment variable holding the registry password.")] = "REGISTRY_PASSWORD",  # noqa: S107
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Compare two images: digests, manifest, config, then every file of every layer. Exit 0 identical, 1 different, 2 error."""
+    from . import verify
+
+    try:
+        result = verify.compare_specs(image_a, image_b, username or None, os.environ.get(password_env) if username else None)
+    except InputError as error:
+        fail_input(error)
+    except (PipelineError, OSError, ValueError) as error:
+        say(f"error: {error}")
+        raise typer.Exit(2) from None
+    if output_format is OutputFormat.json:
+        import json
+
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    elif result.identical:
+        typer.echo(f"identical: {result.digest_a}")
+    else:
+        table = Table(title=f"different: {result.digest_a[:19]} vs {result.digest_b[:19]} ({len(result.differences)} differences)")
+        for column in ("layer", "path", "kind", "detail"):
+            table.add_column(column)
+        for d in result.differences[:200]:
+            table.add_row("-" if d.layer is None else str(d.layer), escape(d.path or "-"), d.kind, escape(d.detail))
+        out.print(table)
+    raise typer.Exit(0 if result.identical else 1)
+
+
+@app.command("verify-determinism")
+def verify_determinism(
+    images: Annotated[list[str] | None, typer.Option("--image", help="Image to check (repeatable; default: all).")] = None,
+    build_arg: Annotated[list[str] | None, typer.Option(help="Extra build arg NAME=value (repeatable).")] = None,
+    source_date_epoch: Annotated[int, typer.Option(help="SOURCE_DATE_EPOCH for both builds.")] = 0,
+    repo: Annotated[pathlib.Path, typer.Option(help="Repository root.")] = pathlib.Path("."),
+    work_dir: Annotated[pathlib.Path | None, typer.Option(help="Where the two OCI exports are written (default: REPO/.work/determinism).")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="table or json.")] = OutputFormat.table,
+) -> None:
+    """Build each image from the cache and with --no-cache, then compare: the cache must not change the image.
+
+    Exit 0 when every image is identical, 1 when one differs (the differing files are listed), 2 on bad input.
+    It builds twice per image, so it belongs in a nightly or on-demand job.
+    """
+    root = repo.resolve()
+    try:
+        options = pipeline.PipelineOptions(registry=None, tag_plan=None, images=tuple(images or ()),
+                                           cache=cache.CacheOptions(backend=cache.Backend.ENGINE),
+                                           source_date_epoch=source_date_epoch, build_args=pipeline.parse_build_args(build_arg or []))
+        plans = pipeline.plan(config.load(root), options, root=root)
+    except InputError as error:
+        fail_input(error)
+    work = (work_dir or root / ".work" / "determinism").resolve()
+    results = []
+    try:
+        for image_plan in plans:
+            with err.status(f"building {image_plan.image.name} with and without cache ..."):
+                results.append(local.verify_determinism(image_plan, root, work))
+    except PipelineError as error:
+        say(f"error: {error}")
+        raise typer.Exit(1) from None
+    if output_format is OutputFormat.json:
+        import json
+
+        typer.echo(json.dumps({"images": [r.to_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            verdict = "identical" if r.comparison.identical else "DIFFERENT"
+            typer.echo(f"{r.image}: {verdict} (cached build {r.cached_steps}/{r.total_steps} hits) "
+                       f"cached {r.comparison.digest_a} / uncached {r.comparison.digest_b}")
+            for d in r.comparison.differences[:50]:
+                typer.echo(f"  layer {'-' if d.layer is None else d.layer} {d.kind:<8} {d.path or '-'}: {d.detail}")
+    raise typer.Exit(0 if all(r.comparison.identical for r in results) else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

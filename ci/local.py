@@ -22,10 +22,11 @@ from collections.abc import Callable, Iterator, Mapping
 
 from . import render
 from .errors import PipelineError
-from .model import BuildRequest
+from .model import BuildRequest, Output
 from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status
 from .progress import BuildLog, parse_stream
 from .registry import Registry
+from .verify import Comparison
 
 # Debian's docker client carries the buildx plugin; another `docker` may shadow it in PATH.
 DOCKER = os.environ.get("DIMBYBOT_DOCKER", "/usr/bin/docker" if pathlib.Path("/usr/bin/docker").exists() else "docker")
@@ -187,3 +188,38 @@ def build_and_push(plans: list[ImagePlan], options: PipelineOptions, root: pathl
     results.sort(key=lambda r: order[r.name])
     return PipelineResult(images=results, cache_backend=cache.resolve(options.cache).value,
                           duration=time.monotonic() - started)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeterminismResult:
+    image: str
+    cached_steps: int  # of the cached build: shows it really came from the cache
+    total_steps: int
+    comparison: Comparison
+
+    def to_dict(self) -> dict[str, object]:
+        return {"image": self.image, "cached_build_hits": f"{self.cached_steps}/{self.total_steps}", **self.comparison.to_dict()}
+
+
+def verify_determinism(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path) -> DeterminismResult:
+    """Build the image from the cache and with --no-cache, both as OCI layouts with
+    timestamps rewritten to SOURCE_DATE_EPOCH, and compare them file by file."""
+    from .verify import compare_specs
+
+    work.mkdir(parents=True, exist_ok=True)
+    base = dataclasses.replace(plan.request, cache_to=(), output=Output("cacheonly"))
+    warm = run_build(base, root, work)  # fills the cache, so the next build is a cached one
+    if not warm.ok:
+        raise PipelineError(f"build of {plan.image.name} failed: {warm.log.error or warm.stderr_tail.strip()[-300:]}")
+    outcomes = []
+    for name, no_cache in (("cached", False), ("uncached", True)):
+        dest = work / f"{plan.image.name}-{name}.oci.tar"
+        request = dataclasses.replace(base, no_cache=no_cache, image=f"{plan.image.name}-{name}",
+                                      output=Output("oci", dest=str(dest), rewrite_timestamp=True))
+        outcome = run_build(request, root, work)
+        if not outcome.ok:
+            raise PipelineError(f"{name} build of {plan.image.name} failed: {outcome.log.error or outcome.stderr_tail.strip()[-300:]}")
+        outcomes.append((outcome, dest))
+    (cached, cached_dest), (_, uncached_dest) = outcomes
+    return DeterminismResult(plan.image.name, cached.log.cached_count, len(cached.log.cacheable),
+                             compare_specs(str(cached_dest), str(uncached_dest)))

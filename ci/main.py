@@ -128,6 +128,18 @@ def explain_container(source: dagger.Directory, module_source: dagger.Directory,
     )
 
 
+def compare_container(module_source: dagger.Directory, image_a: dagger.File, image_b: dagger.File) -> dagger.Container:
+    """Runs the core's image comparison (stdlib only) on two OCI tarballs."""
+    return (
+        dag.container().from_(pins.PYTHON_IMAGE)
+        .with_directory("/pipeline/ci", module_source.directory("ci"))
+        .with_workdir("/pipeline")
+        .with_file("/images/a.tar", image_a)
+        .with_file("/images/b.tar", image_b)
+        .with_exec(["python", "-m", "ci.verify", "/images/a.tar", "/images/b.tar"], expect=dagger.ReturnType.ANY)
+    )
+
+
 def retag_container(image_plan: ImagePlan, digest: str, creds: Credentials, module_source: dagger.Directory,
                     registry: dagger.Service | None = None) -> dagger.Container:
     """Moves the follower tags (latest last) to `digest` with the core's registry client."""
@@ -252,6 +264,40 @@ class Dimbybot2:
         if await ctr.exit_code() != 0:
             raise InputError("--base", (await ctr.stderr()).strip().removeprefix("error: "))
         return await ctr.stdout()
+
+    @function(cache="never")  # type: ignore[call-overload, untyped-decorator]
+    async def verify_determinism(
+        self,
+        image: Annotated[str, Doc("Which image: bot or lavalink")],
+        build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
+        source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH for both builds")] = 0,
+    ) -> str:
+        """Build the image from the cache and with --no-cache and compare them file by file (JSON; identical or not)."""
+        config = await self._config()
+        options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,),
+                                  cache=cache.CacheOptions(backend=cache.Backend.ENGINE), source_date_epoch=source_date_epoch,
+                                  build_args=_build_args(build_arg))
+        (image_plan,) = plan(config, options)
+        buildkit = buildkit_service(state_key="dimbybot2-buildkit-determinism")
+        exports = {}
+        for name, no_cache in (("cached", False), ("uncached", True)):
+            request = dataclasses.replace(image_plan.request, no_cache=no_cache,
+                                          output=Output("oci", dest=f"{OUT}/image.tar", rewrite_timestamp=True))
+            ctr = buildctl_container(request, self.source, Credentials(), buildkit)
+            if name == "cached":  # fill the cache first, so this build really comes from it
+                warm = dataclasses.replace(image_plan.request, output=Output("cacheonly"))
+                ctr = buildctl_container(warm, self.source, Credentials(), buildkit).with_exec(
+                    ["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper",
+                     *render.buildctl(request, root=SRC, metadata_file=f"{OUT}/metadata.json")],
+                    redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
+            if await ctr.exit_code() != 0:
+                log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
+                raise InputError("--image", f"{name} build of {image} failed: {log.error}")
+            exports[name] = ctr.file(f"{OUT}/image.tar")
+        compared = compare_container(dag.current_module().source(), exports["cached"], exports["uncached"])
+        if await compared.exit_code() == 2:
+            raise InputError("--image", (await compared.stderr()).strip())
+        return await compared.stdout()
 
     @function
     async def images(self) -> list[str]:

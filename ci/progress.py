@@ -146,7 +146,27 @@ class _Collector:
                         error=record.get("error"), started=started)
             (steps if step.is_dockerfile_step else bookkeeping).append(step)
         steps.sort(key=_step_order)
-        return BuildLog(steps=tuple(steps), bookkeeping=tuple(bookkeeping), warnings=tuple(self.warnings))
+        return BuildLog(steps=_merge_same_label(steps), bookkeeping=tuple(bookkeeping), warnings=tuple(self.warnings))
+
+
+def _merge_same_label(steps: list[Step]) -> tuple[Step, ...]:
+    """One step per label: `COPY --link` reports two vertices, `[k/n] COPY --link ...` and
+    `[k/n] LINK COPY --link ...` (the merge). The step hit only if every vertex did; its time
+    is the sum; its name is the instruction's."""
+    merged: dict[str, Step] = {}
+    for step in steps:
+        key = step.label or step.name
+        previous = merged.get(key)
+        if previous is None:
+            merged[key] = step
+            continue
+        name = previous.name if " LINK " in step.name else step.name
+        durations = [d for d in (previous.duration, step.duration) if d is not None]
+        starts = [t for t in (previous.started, step.started) if t is not None]
+        merged[key] = Step(name=name, cached=previous.cached and step.cached,
+                                 duration=sum(durations) if durations else None,
+                                 error=previous.error or step.error, started=min(starts) if starts else None)
+    return tuple(merged.values())
 
 
 def _step_order(step: Step) -> tuple[str, int]:

@@ -233,3 +233,26 @@ def compare_specs(spec_a: str, spec_b: str, username: str | None = None, passwor
     with tempfile.TemporaryDirectory(prefix="dimbybot-verify-") as tmp:
         return compare(open_source(spec_a, pathlib.Path(tmp), username, password),
                        open_source(spec_b, pathlib.Path(tmp), username, password))
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ci.verify A B`: JSON on stdout; exit 0 identical, 1 different, 2 error
+    (standard library only, for running inside a pipeline container)."""
+    import sys
+
+    if len(argv) != 2:
+        print("usage: python -m ci.verify A B", file=sys.stderr)
+        return 2
+    try:
+        result = compare_specs(argv[0], argv[1])
+    except (InputError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0 if result.identical else 1
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

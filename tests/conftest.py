@@ -56,7 +56,11 @@ def docker() -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.test_determinism import DIGESTS
     from tests.test_explain_buildkit import AGREEMENT
+
+    for image, (cached, uncached) in DIGESTS.items():
+        terminalreporter.write_line(f"determinism: {image} cached {cached} / uncached {uncached}")
 
     if AGREEMENT:
         agree = sum(a for a, _, _ in AGREEMENT.values())

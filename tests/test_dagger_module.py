@@ -131,3 +131,10 @@ def test_build_returns_an_imported_container_from_a_rendered_oci_export() -> Non
     argv = selections(main.buildctl_container(image_plan.request, dag.directory(), main.Credentials(), main.buildkit_service()))[-1][1]["args"]
     assert argv[argv.index("--output") + 1] == "type=oci,dest=/out/image.tar"
     assert "--import-cache" not in argv and "--export-cache" not in argv  # engine cache: buildkitd's own state
+
+
+def test_verify_determinism_registers_and_compares_with_the_core() -> None:
+    fn = main_object().functions["verify_determinism"]
+    assert fn.cache_policy == "never" and set(fn.parameters) >= {"image", "source_date_epoch"}
+    sels = selections(main.compare_container(dag.directory(), dag.file("a", ""), dag.file("b", "")))
+    assert sels[-1][1]["args"] == ["python", "-m", "ci.verify", "/images/a.tar", "/images/b.tar"]

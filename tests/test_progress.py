@@ -90,3 +90,12 @@ def test_truncated_rawjson_is_an_error() -> None:
     text = (DATA / "warm.rawjson").read_text()
     with pytest.raises(ValueError, match="truncated"):
         progress.parse_text(text[: len(text) // 2 + 1].rstrip() + "\n{")
+
+
+def test_copy_link_reports_two_vertices_that_are_one_step() -> None:
+    # Captured from a cold build of tests/data/progress/Dockerfile.copy-link: BuildKit reports
+    # `[6/6] COPY --link ...` (miss) and `[6/6] LINK COPY --link ...` (cached merge).
+    log = parse("copy-link.rawjson")
+    assert [s.label for s in log.cacheable] == ["2/6", "3/6", "4/6", "5/6", "6/6"]
+    last = log.cacheable[-1]
+    assert (last.instruction, last.cached) == ("COPY --link a.txt /c.txt", False)

@@ -13,6 +13,8 @@ the Dockerfile frontend builds it:
              files after .dockerignore (type, permission bits, size, content, link target;
              NOT mtime); with --from=<stage>, what that stage produced
 Stages the target does not need are not built, so they are not listed.
+SOURCE_DATE_EPOCH is only a build arg here: measured on BuildKit 0.13, changing it leaves
+WORKDIR and COPY keys alone unless the Dockerfile declares it with ARG.
 """
 
 from __future__ import annotations
@@ -168,7 +170,6 @@ def model(build: BuildInput) -> list[ModelStep]:
     globals_set = {k: v for k, v in global_defaults.items() if v is not None}
     stage_results: dict[int, str] = {}
     steps: list[ModelStep] = []
-    epoch = build.build_args.get("SOURCE_DATE_EPOCH")
     for stage in _needed_stages(dockerfile, build.target):
         prefix = dockerfile.label_prefix(stage)
         total = len(stage.steps)
@@ -218,7 +219,7 @@ def model(build: BuildInput) -> list[ModelStep]:
                 chain = step.key
             elif ins.keyword == "WORKDIR":
                 workdir = posixpath.normpath(posixpath.join(workdir, expand(ins.args, variables)))
-                step.parts = {"workdir": workdir, "epoch": epoch}
+                step.parts = {"workdir": workdir}
                 step.key = _hash([chain, "WORKDIR", step.parts])
                 chain = step.key
             elif ins.keyword == "RUN":
@@ -266,7 +267,7 @@ def model(build: BuildInput) -> list[ModelStep]:
                     content = {"files": files, "remote": remote, "sources": sources}
                 link = ins.flag("link") in ("true", "")
                 step.parts = {"op": ins.keyword, "dest": dest, "chown": ins.flag("chown"), "chmod": ins.flag("chmod"),
-                              "link": link, "content": content, "epoch": epoch}
+                              "link": link, "content": content}
                 own = _hash([ins.keyword, step.parts])
                 step.key = own if link else _hash([chain, own])
                 chain = _hash([chain, own]) if link else step.key
@@ -320,8 +321,6 @@ def _reason(head: ModelStep, base: ModelStep | None, base_steps: Mapping[str, Mo
             keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
             return f"{what} changed ({detail}); RUN steps see declared build args as environment", []
-    if hp.get("epoch") != bp.get("epoch"):
-        return f"SOURCE_DATE_EPOCH changed: {bp.get('epoch')} -> {hp.get('epoch')}", []
     for name in ("user", "workdir", "shell", "dest", "chown", "chmod", "flags"):
         if hp.get(name) != bp.get(name):
             return f"{name} changed: {bp.get(name)!r} -> {hp.get(name)!r}", []
