@@ -284,6 +284,52 @@ def verify_images(
     raise typer.Exit(0 if result.identical else 1)
 
 
+@app.command("deploy")
+def deploy(
+    host: Annotated[str, typer.Option(help="Host to deploy to.")],
+    user: Annotated[str, typer.Option(help="SSH user (in the host's docker group).")],
+    tag: Annotated[str, typer.Option(help="Image tag to roll out (the commit SHA).")],
+    registry: Annotated[str, typer.Option(help="Registry/namespace the images were pushed to.")],
+    remote_dir: Annotated[str, typer.Option(help="Directory on the host with compose.yaml and the .env holding app secrets.")],
+    port: Annotated[int, typer.Option(help="SSH port.")] = 22,
+    username: Annotated[str, typer.Option(help="Registry user name for the host's pull.")] = "",
+    password_env: Annotated[str, typer.Option(help="Environment variable holding the registry password.")] = "REGISTRY_PASSWORD",  # noqa: S107
+    ssh_key_env: Annotated[str, typer.Option(help="Environment variable holding the SSH private key.")] = "DEPLOY_SSH_KEY",
+    known_hosts_env: Annotated[str, typer.Option(help="Environment variable holding the host's known_hosts line(s).")] = "DEPLOY_KNOWN_HOSTS",
+    compose_file: Annotated[pathlib.Path | None, typer.Option(help="compose.yaml to install on the host with the new tag.")] = None,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait for every service to be healthy.")] = 180,
+    project: Annotated[str, typer.Option(help="Compose project name (default: the compose file's name).")] = "",
+) -> None:
+    """Roll the host to TAG with Docker Compose over SSH; on any failure, roll back to the previous tag.
+
+    Host keys are always checked. Exit 0 deployed, 1 failed or rolled back, 2 refused before any change.
+    """
+    from . import deploy as deploy_core
+
+    key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
+    try:
+        if not key.strip():
+            raise InputError("--ssh-key-env", f"environment variable {ssh_key_env} is empty or not set")
+        if not known_hosts.strip():
+            raise InputError("--known-hosts-env", f"environment variable {known_hosts_env} is empty: host key checking is always on")
+        if compose_file is not None and not compose_file.is_file():
+            raise InputError("--compose-file", f"{compose_file} not found")
+        request = deploy_core.DeployRequest(host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir,
+                                            username=username, timeout=timeout, project=project)
+    except InputError as error:
+        fail_input(error)
+    with deploy_core.secret_files(key, known_hosts) as (key_file, hosts_file):
+        with err.status(f"deploying {tag} to {host} ..."):
+            result = deploy_core.run(request, key_file, hosts_file, os.environ.get(password_env) if username else None,
+                                     compose_file.read_text() if compose_file else None)
+    if result.exit_code != 255 and result.stderr.strip():
+        sys.stderr.write(result.stderr if result.stderr.endswith("\n") else result.stderr + "\n")  # the remote log
+    typer.echo(result.summary())
+    if result.exit_code == 255:
+        raise typer.Exit(2)
+    raise typer.Exit(0 if result.ok else (2 if result.outcome == "refused" else 1))
+
+
 @app.command("verify-determinism")
 def verify_determinism(
     images: Annotated[list[str] | None, typer.Option("--image", help="Image to check (repeatable; default: all).")] = None,

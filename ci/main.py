@@ -18,7 +18,7 @@ from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
 from . import __version__, cache, gitinfo, pins, render, report, tags
 from .config import ProjectConfig, from_pyproject_text
-from .errors import InputError
+from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
 from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status, plan
 from .progress import parse_text
@@ -140,6 +140,28 @@ def compare_container(module_source: dagger.Directory, image_a: dagger.File, ima
     )
 
 
+def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_key: dagger.Secret, known_hosts: dagger.Secret,
+                     password: dagger.Secret | None, args: list[str], timeout: int) -> dagger.Container:
+    """Runs the core's deploy client with ssh; the key and known_hosts are mounted secrets."""
+    ctr = (
+        dag.container().from_(pins.PYTHON_IMAGE)
+        .with_exec(["sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-client >/dev/null"])
+        .with_directory("/pipeline/ci", module_source.directory("ci"))
+        .with_file("/pipeline/deploy/remote-deploy.sh", module_source.file("deploy/remote-deploy.sh"))
+        .with_file("/pipeline/compose.yaml", compose)
+        .with_workdir("/pipeline")
+        .with_mounted_secret("/run/secrets/ssh_key", ssh_key, mode=0o600)
+        .with_mounted_secret("/run/secrets/known_hosts", known_hosts, mode=0o600)
+        .with_env_variable("DEPLOY_SSH_KEY_FILE", "/run/secrets/ssh_key")
+        .with_env_variable("DEPLOY_KNOWN_HOSTS_FILE", "/run/secrets/known_hosts")
+        .with_env_variable("DEPLOY_COMPOSE_PATH", "/pipeline/compose.yaml")
+        .with_env_variable("DEPLOY_TIMEOUT", str(timeout))
+    )
+    if password is not None:
+        ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", password)
+    return ctr.with_exec(["python", "-m", "ci.deploy", *args], expect=dagger.ReturnType.ANY)
+
+
 def retag_container(image_plan: ImagePlan, digest: str, creds: Credentials, module_source: dagger.Directory,
                     registry: dagger.Service | None = None) -> dagger.Container:
     """Moves the follower tags (latest last) to `digest` with the core's registry client."""
@@ -196,6 +218,13 @@ class BuildAndPushResult:
     def report(self) -> str:
         """The JSON report (schema dimbybot2.build-report/1)."""
         return self.report_json
+
+    @function
+    def artifacts(self) -> dagger.Directory:
+        """summary.md, report.json and exit-code (0 or 1) in one directory, for one `export`."""
+        return (dag.directory().with_new_file("summary.md", self.summary_markdown)
+                .with_new_file("report.json", self.report_json)
+                .with_new_file("exit-code", "0\n" if self.ok else "1\n"))
 
 
 T = TypeVar("T")
@@ -298,6 +327,35 @@ class Dimbybot2:
         if await compared.exit_code() == 2:
             raise InputError("--image", (await compared.stderr()).strip())
         return await compared.stdout()
+
+    @function(cache="never")  # type: ignore[call-overload, untyped-decorator]
+    async def deploy(
+        self,
+        host: Annotated[str, Doc("Host to deploy to")],
+        user: Annotated[str, Doc("SSH user (in the host's docker group)")],
+        ssh_key: Annotated[dagger.Secret, Doc("SSH private key (env://DEPLOY_SSH_KEY)")],
+        known_hosts: Annotated[dagger.Secret, Doc("known_hosts line(s) for the host: host key checking is always on")],
+        tag: Annotated[str, Doc("Image tag to roll out (the commit SHA)")],
+        registry: Annotated[str, Doc("Registry/namespace the images were pushed to")],
+        remote_dir: Annotated[str, Doc("Directory on the host with compose.yaml and the .env holding app secrets")],
+        port: Annotated[int, Doc("SSH port")] = 22,
+        username: Annotated[str, Doc("Registry user name for the host's pull")] = "",
+        password: Annotated[dagger.Secret | None, Doc("Registry password or token for the host's pull")] = None,
+        timeout: Annotated[int, Doc("Seconds to wait for every service to be healthy")] = 180,
+    ) -> str:
+        """Roll the host to TAG with Docker Compose over SSH; roll back to the previous tag on any failure."""
+        from .deploy import DeployRequest
+
+        DeployRequest(host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir,
+                      username=username, timeout=timeout)  # validates before anything runs
+        args = [host, user, str(port), tag, registry, remote_dir] + ([username] if username else [])
+        ctr = deploy_container(dag.current_module().source(), self.source.file("compose.yaml"), ssh_key, known_hosts,
+                               password, args, timeout)
+        code = await ctr.exit_code()
+        report = (await ctr.stdout()).strip()
+        if code != 0:
+            raise PipelineError(report.replace("\n", "; ") or (await ctr.stderr()).strip())
+        return report
 
     @function
     async def images(self) -> list[str]:

@@ -77,9 +77,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
-    docker_skips = [r for r in skipped if "docker" in getattr(r, "keywords", {})]
-    if docker_skips:
-        reporter.write_line(f"FAIL: {len(docker_skips)} docker test(s) skipped with DIMBYBOT_REQUIRE_DOCKER=1", red=True)
+    required = [r for r in skipped if {"docker", "tools"} & set(getattr(r, "keywords", {}))]
+    if required:
+        reporter.write_line(f"FAIL: {len(required)} docker/tools test(s) skipped with DIMBYBOT_REQUIRE_DOCKER=1", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

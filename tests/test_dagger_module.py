@@ -138,3 +138,20 @@ def test_verify_determinism_registers_and_compares_with_the_core() -> None:
     assert fn.cache_policy == "never" and set(fn.parameters) >= {"image", "source_date_epoch"}
     sels = selections(main.compare_container(dag.directory(), dag.file("a", ""), dag.file("b", "")))
     assert sels[-1][1]["args"] == ["python", "-m", "ci.verify", "/images/a.tar", "/images/b.tar"]
+
+
+def test_deploy_registers_secret_typed_keys_and_never_caches() -> None:
+    fn = main_object().functions["deploy"]
+    assert fn.cache_policy == "never"
+    params = fn.parameters
+    assert params["ssh_key"].resolved_type is dagger.Secret and params["known_hosts"].resolved_type is dagger.Secret
+    assert params["password"].resolved_type == dagger.Secret | None
+    ctr = main.deploy_container(dag.directory(), dag.file("compose.yaml", ""), dag.set_secret("k", "PRIVATE-KEY"),
+                                dag.set_secret("h", "host ssh-ed25519 AAAA"), dag.set_secret("p", "pw"),
+                                ["h", "u", "22", "t", "r.example/x", "/srv/bot"], 180)
+    sels = selections(ctr)
+    mounted = {args["path"]: args.get("mode") for name, args in sels if name == "withMountedSecret"}
+    assert mounted == {"/run/secrets/ssh_key": 0o600, "/run/secrets/known_hosts": 0o600}
+    assert [args["name"] for name, args in sels if name == "withSecretVariable"] == ["REGISTRY_PASSWORD"]
+    assert sels[-1][1]["args"] == ["python", "-m", "ci.deploy", "h", "u", "22", "t", "r.example/x", "/srv/bot"]
+    assert "PRIVATE-KEY" not in repr(sels) and "'pw'" not in repr(sels)

@@ -132,7 +132,8 @@ def test_lock_change_rebuilds_the_dependency_stage_and_what_copies_from_it(pair:
     result = explain(base, head)
     assert result["deps 3/4"][0] == "miss" and result["deps 4/4"] == ("miss", "follows the miss at deps 3/4")
     status, reason = result["stage-1 2/4"]
-    assert status == "miss" and reason == "copies from stage deps, which was rebuilt (its step deps 3/4 missed)"
+    assert status == "miss" and reason is not None
+    assert reason.startswith("copies from stage deps, which was rebuilt (its step deps 3/4 missed)")
 
 
 def test_git_revision_against_the_working_tree(tmp_path: pathlib.Path) -> None:

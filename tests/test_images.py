@@ -170,10 +170,10 @@ def test_cache_boundaries_of_the_bot_image(repo_copy: pathlib.Path, work_dir: pa
     locked = statuses(build(repo_copy, work_dir, "bot").log)
     install = next(s.label for s in first.log.cacheable if s.stage == "deps" and s.keyword == "RUN")
     assert not locked[install], f"a lock change did not rebuild the dependency install: {locked}"
-    copy_from_deps = next(s.label for s in first.log.cacheable if s.instruction.startswith("COPY --from=deps"))
-    assert not locked[copy_from_deps], "the runtime stage must take the rebuilt environment"
-    # (Steps before the lock copy are not asserted: BuildKit's CACHED flag for a bare WORKDIR
-    # step is unreliable across builds, seen here as hit in one run and miss in the next.)
+    # Not asserted: `COPY --from=deps` may still hit. BuildKit keys it by the content it copies,
+    # and a comment-only lock change reinstalls a byte-identical venv (installs are
+    # reproducible), so it rightly hits. Nor steps before the lock copy: BuildKit's CACHED
+    # flag for a bare WORKDIR step was seen as hit in one run and miss in the next.
 
 
 def _order(label: str) -> int:

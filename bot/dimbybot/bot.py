@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import aiohttp
 import discord
 import wavelink
 from discord.ext import commands
@@ -37,6 +39,27 @@ class DimbyBot(commands.Bot):
         log.info("Lavalink node %s ready (resumed=%s)", payload.node.identifier, payload.resumed)
 
 
+async def _serve(settings: Settings) -> None:
+    """Log in and run; while Discord cannot be reached, retry with backoff instead of exiting,
+    so a Discord outage does not turn into a restart loop. A rejected token ends the process."""
+    delay = 5.0
+    while True:
+        bot = DimbyBot(settings)
+        try:
+            async with bot:
+                await bot.start(settings.discord_token)
+            return
+        except discord.LoginFailure:
+            raise
+        except (OSError, aiohttp.ClientError, discord.GatewayNotFound, discord.DiscordServerError) as err:
+            log.warning("Discord unreachable (%s); retrying in %.0f s", err, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 300.0)
+
+
 def run(settings: Settings) -> None:
     discord.utils.setup_logging(level=logging.INFO)
-    DimbyBot(settings).run(settings.discord_token, log_handler=None)
+    try:
+        asyncio.run(_serve(settings))
+    except discord.LoginFailure as err:
+        raise SystemExit(f"dimbybot: Discord refused the token: {err}") from None

@@ -330,7 +330,8 @@ def _reason(head: ModelStep, base: ModelStep | None, base_steps: Mapping[str, Mo
     if head.file_stage and head.parts != base.parts:
         culprit = next((label for label, s in base_steps.items() if s.stage == head.file_stage and misses.get(label)), None)
         hint = f" (its step {culprit} missed)" if culprit else ""
-        return f"copies from stage {head.file_stage}, which was rebuilt{hint}", []
+        return (f"copies from stage {head.file_stage}, which was rebuilt{hint}; BuildKit keys this copy by content, "
+                "so it still hits if the rebuilt files are byte-identical"), []
     if head.parts != base.parts:
         return "step inputs changed", []
     return f"follows the miss at {head.parent}", []
