@@ -53,9 +53,33 @@ install_docker() {
   have_modern_docker || { log "docker 26+ with buildx and compose is not usable after install"; exit 1; }
 }
 
+uses_containerd_store() {
+  /usr/bin/docker info --format '{{json .DriverStatus}}' 2>/dev/null | grep -q 'io.containerd.snapshotter'
+}
+
 start_dockerd() {
   if /usr/bin/docker info >/dev/null 2>&1; then
-    log "dockerd already answering"
+    if uses_containerd_store; then
+      log "dockerd already answering, with the containerd image store"
+      return
+    fi
+    # A daemon started elsewhere (e.g. systemd on a GitHub runner) with the classic image
+    # store: cache export and OCI output need the containerd store, so switch it on.
+    if command -v systemctl >/dev/null && systemctl is-active --quiet docker 2>/dev/null; then
+      log "enabling the containerd image store and restarting docker (systemd)"
+      python3 - <<'PY'
+import json, pathlib
+path = pathlib.Path("/etc/docker/daemon.json")
+config = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+config.setdefault("features", {})["containerd-snapshotter"] = True
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps(config, indent=2))
+PY
+      systemctl restart docker
+      for _ in $(seq 1 60); do uses_containerd_store && return; sleep 1; done
+      log "docker did not come back with the containerd image store"; exit 1
+    fi
+    log "dockerd answers but without the containerd image store; cache export tests will fail"
     return
   fi
   mkdir -p /etc/docker

@@ -174,11 +174,25 @@ def _step_order(step: Step) -> tuple[str, int]:
     return (m["stage"] or "", int(m["k"])) if m else ("", 0)
 
 
+def _object_end(buffer: str, pos: int) -> int:
+    """End of the top-level JSON object starting at `pos`, or -1 if not in the buffer yet.
+
+    buildx pretty-prints (the object's closing brace is the only `}` at the start of a line:
+    strings cannot hold raw newlines); buildctl writes one object per line."""
+    if buffer.startswith("{\n", pos):
+        end = buffer.find("\n}", pos)
+        return -1 if end == -1 else end + 2
+    end = buffer.find("\n", pos)
+    return end
+
+
 def _json_values(chunks: Iterable[str], trailer: list[str]) -> Iterator[Any]:
     """Yield JSON values from concatenated text (one per line, or pretty-printed).
 
-    buildx ends a failed build's rawjson stream with a plain-text excerpt of the error;
-    text after the last JSON value is collected in `trailer` (at most 4 KiB).
+    Objects holding only `logs` (the bulk of a large log: base64 output of each step) are
+    recognised by their first key and skipped without decoding. buildx ends a failed build's
+    rawjson stream with a plain-text excerpt of the error; text after the last JSON value is
+    collected in `trailer` (at most 4 KiB).
     """
     decoder = json.JSONDecoder()
     buffer = ""
@@ -191,7 +205,7 @@ def _json_values(chunks: Iterable[str], trailer: list[str]) -> Iterator[Any]:
         buffer += chunk
         pos = 0
         while True:
-            while pos < len(buffer) and buffer[pos].isspace():
+            while pos < len(buffer) and buffer[pos] in " \t\r\n":
                 pos += 1
             if pos >= len(buffer):
                 break
@@ -199,12 +213,19 @@ def _json_values(chunks: Iterable[str], trailer: list[str]) -> Iterator[Any]:
                 in_trailer = True
                 trailer.append(buffer[pos:])
                 break
+            end = _object_end(buffer, pos)
+            if end == -1:
+                break  # an incomplete object: wait for more text
+            head = buffer[pos:pos + 16]
+            if head.startswith(('{\n  "logs"', '{"logs"')):
+                pos = end
+                continue
             try:
-                value, end = decoder.raw_decode(buffer, pos)
+                value, stop = decoder.raw_decode(buffer, pos)
             except json.JSONDecodeError:
-                break  # an incomplete value: wait for more text
+                raise ValueError(f"malformed rawjson progress near: {buffer[pos:pos + 80]!r}") from None
             yield value
-            pos = end
+            pos = stop
         buffer = "" if in_trailer else buffer[pos:]
     if buffer.strip():
         raise ValueError(f"truncated rawjson progress near: {buffer[:80]!r}")

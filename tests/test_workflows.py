@@ -6,7 +6,6 @@ GitHub itself cannot run here; these checks read the files the way GitHub would.
 from __future__ import annotations
 
 import json
-import pathlib
 import re
 import shutil
 import subprocess

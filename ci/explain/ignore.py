@@ -59,6 +59,8 @@ def _regex(pattern: str) -> re.Pattern[str]:
 @dataclasses.dataclass(frozen=True)
 class IgnoreRules:
     patterns: tuple[tuple[str, bool], ...] = ()  # (pattern, is_exclusion "!")
+    # directory -> which patterns match it or one of its parents (a cache: contexts are large)
+    _dir_hits: dict[str, tuple[bool, ...]] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str | None) -> IgnoreRules:
@@ -73,17 +75,23 @@ class IgnoreRules:
                 rules.append((cleaned, negated))
         return cls(tuple(rules))
 
+    def _hits(self, path: str) -> tuple[bool, ...]:
+        """For each pattern: does it match `path` or one of its parent directories?"""
+        parent = path.rpartition("/")[0]
+        inherited = self._dir_hits.get(parent) if parent else None
+        if parent and inherited is None:
+            inherited = self._hits(parent)
+            self._dir_hits[parent] = inherited
+        own = tuple(bool(_regex(pattern).match(path)) for pattern, _ in self.patterns)
+        return own if inherited is None else tuple(a or b for a, b in zip(inherited, own, strict=True))
+
     def ignored(self, path: str) -> bool:
-        """Whether `path` (relative, '/'-separated) is kept out of the context."""
-        path = path.strip("/")
-        parents = []
-        parts = path.split("/")
-        for n in range(1, len(parts) + 1):
-            parents.append("/".join(parts[:n]))
+        """Whether `path` (relative, '/'-separated) is kept out of the context: the last
+        pattern that matches it or a parent directory decides."""
+        if not self.patterns:
+            return False
         matched = False
-        for pattern, negated in self.patterns:
-            regex = _regex(pattern)
-            hit = any(regex.match(candidate) for candidate in parents)
+        for hit, (_, negated) in zip(self._hits(path.strip("/")), self.patterns, strict=True):
             if hit:
                 matched = not negated
         return matched

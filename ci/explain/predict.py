@@ -122,7 +122,7 @@ class _Context:
             if source == "." or rel == source or rel.startswith(source + "/") or (glob and _glob_selects(source, rel)):
                 mode = comparable_mode(info.mode, self.build.snapshot.exact_modes)
                 digest = info.link if info.kind == "link" else self.build.snapshot.digest(self.prefix + rel)
-                chosen[rel] = (info.kind, oct(mode), info.size, digest)
+                chosen[rel] = (info.kind, oct(mode), digest)
         return chosen
 
 
@@ -156,12 +156,12 @@ def _needed_stages(dockerfile: Dockerfile, target: str | None) -> list[Stage]:
     return [s for s in dockerfile.stages if s.index in needed]
 
 
-def model(build: BuildInput) -> list[ModelStep]:
+def model(build: BuildInput, context: _Context | None = None) -> list[ModelStep]:
     text = build.snapshot.read(build.dockerfile)
     if text is None:
         raise FileNotFoundError(f"--dockerfile: {build.dockerfile} not found")
     dockerfile = parse(text)
-    context = _Context(build)
+    context = context or _Context(build)
     global_defaults: dict[str, str | None] = {}
     for ins in dockerfile.global_args:
         for key, default in arg_decls(ins):
@@ -294,7 +294,7 @@ def _describe_files(base: Mapping[str, tuple[Any, ...]], head: Mapping[str, tupl
             why = f"type {before[0]} -> {after[0]}"
         elif before[1] != after[1]:
             why = f"mode {before[1][2:]} -> {after[1][2:]}"
-        elif before[3] != after[3] and before[0] == "link":
+        elif before[2] != after[2] and before[0] == "link":
             why = "link target changed"
         else:
             why = "content changed"
@@ -340,14 +340,15 @@ def _reason(head: ModelStep, base: ModelStep | None, base_steps: Mapping[str, Mo
 def compare(name: str, base: BuildInput, head: BuildInput) -> ImagePrediction:
     """Predict every step of the head build, given that the base build filled the cache."""
     head_steps = model(head)
+    base_context = _Context(base)
     try:
-        base_steps = model(base)
+        base_steps = model(base, base_context)
     except (FileNotFoundError, ValueError):
         base_steps = []
     base_keys = {s.key for s in base_steps}
     by_label = {s.label: s for s in base_steps}
     by_position = {(s.stage, s.position): s for s in base_steps}
-    ignored_in_base = _Context(base).ignored if base_steps else set()
+    ignored_in_base = base_context.ignored if base_steps else set()
     prefix = "" if head.context in ("", ".") else head.context.strip("/") + "/"
     predictions = []
     misses: dict[str, bool] = {}

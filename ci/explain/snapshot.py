@@ -49,6 +49,23 @@ class DirSnapshot:
     def __init__(self, root: pathlib.Path) -> None:
         self.root = root
         self._digests: dict[str, str] = {}
+        self._index: dict[str, str] | None = None
+
+    def _git_index(self) -> dict[str, str]:
+        """Blob ids git already knows for tracked files that are unmodified on disk (git's
+        stat cache decides, as for `git status`); other files are hashed when asked."""
+        if self._index is None:
+            self._index = {}
+            staged = subprocess.run(["git", "ls-files", "-s", "-z"], capture_output=True, cwd=self.root)
+            modified = subprocess.run(["git", "ls-files", "-m", "-z"], capture_output=True, cwd=self.root)
+            if staged.returncode == 0 and modified.returncode == 0 and (self.root / ".git").exists():
+                changed = set(modified.stdout.decode().split("\0"))
+                for entry in filter(None, staged.stdout.decode().split("\0")):
+                    meta, path = entry.split("\t", 1)
+                    mode, blob, _ = meta.split()
+                    if path not in changed and mode != "160000":
+                        self._index[path] = blob
+        return self._index
 
     def read(self, path: str) -> str | None:
         file = self.root / path
@@ -73,7 +90,8 @@ class DirSnapshot:
 
     def digest(self, path: str) -> str:
         if path not in self._digests:
-            self._digests[path] = blob_id((self.root / path).read_bytes())
+            known = self._git_index().get(path)
+            self._digests[path] = known or blob_id((self.root / path).read_bytes())
         return self._digests[path]
 
 
@@ -93,19 +111,20 @@ class GitSnapshot:
     def _load(self) -> dict[str, tuple[FileInfo, str]]:
         if self._tree is None:
             tree: dict[str, tuple[FileInfo, str]] = {}
-            out = subprocess.run(["git", "-C", str(self.repo), "ls-tree", "-r", "-l", "-z", "--full-tree", self.revision],
+            # No -l: sizes would make git open every blob; the blob id already says it all.
+            out = subprocess.run(["git", "-C", str(self.repo), "ls-tree", "-r", "-z", "--full-tree", self.revision],
                                  capture_output=True, check=True).stdout.decode()
             links = []
             for entry in filter(None, out.split("\0")):
                 meta, path = entry.split("\t", 1)
-                mode, kind, blob, size = meta.split()
+                mode, kind, blob = meta.split()
                 if kind != "blob":
                     continue
                 if mode == "120000":
                     links.append((path, blob))
                     tree[path] = (FileInfo("link", 0o777, 0), blob)
                 else:
-                    tree[path] = (FileInfo("file", 0o755 if mode == "100755" else 0o644, int(size)), blob)
+                    tree[path] = (FileInfo("file", 0o755 if mode == "100755" else 0o644, -1), blob)
             for path, blob in links:
                 target = self._git("cat-file", "blob", blob)
                 tree[path] = (FileInfo("link", 0o777, 0, target), blob)
