@@ -148,36 +148,34 @@ def build_and_push(
 
 
 def _load_statuses(path: pathlib.Path, image: str | None) -> dict[str, tuple[str, str]]:
-    """A progress log, or an `explain --format json` prediction."""
+    """A progress log, an `explain --format json` prediction, or a build report (report.json)."""
     with path.open() as stream:
         head = stream.read(4096)
-    if head.lstrip().startswith("{") and '"images"' in head:
+    if head.lstrip().startswith("{") and ('"images"' in head or '"schema"' in head):
         import json
 
-        return report.statuses_of_prediction(json.loads(path.read_text()), image)
+        return report.statuses_of_json(json.loads(path.read_text()), image)
     with path.open() as stream:
         return report.statuses_of_log(progress.parse_stream(stream))
 
 
 @app.command("report")
 def report_log(
-    log: Annotated[pathlib.Path, typer.Argument(help="A BuildKit progress log (rawjson or plain, as written by --progress).",
-                                                exists=True, dir_okay=False)],
+    log: Annotated[pathlib.Path, typer.Argument(help="A BuildKit progress log (rawjson or plain); with --against, also a "
+                                                "build report.json or an explain prediction.", exists=True, dir_okay=False)],
     against: Annotated[pathlib.Path | None, typer.Option(help="Another log, or an `explain --format json` prediction: "
                                                          "show the steps whose hit/miss differs.", exists=True, dir_okay=False)] = None,
     image: Annotated[str | None, typer.Option(help="With a prediction listing several images: which one.")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or markdown.")] = OutputFormat.table,
 ) -> None:
     """Read a BuildKit progress log: every Dockerfile step, hit or miss, and its time; or compare two runs."""
-    try:
-        with log.open() as stream:
-            parsed = progress.parse_stream(stream)
-        other = _load_statuses(against, image) if against else None
-    except (ValueError, KeyError) as error:
-        say(f"error: {'--against' if against else 'LOG'}: {error}")
-        raise typer.Exit(2) from None
-    if other is not None:
-        changes = report.compare_statuses(other, report.statuses_of_log(parsed))
+    if against is not None:
+        try:
+            before, after = _load_statuses(against, image), _load_statuses(log, image)
+        except (ValueError, KeyError) as error:
+            say(f"error: --against: {error}")
+            raise typer.Exit(2) from None
+        changes = report.compare_statuses(before, after)
         if output_format is OutputFormat.json:
             import json
 
@@ -190,6 +188,12 @@ def report_log(
                 table.add_row(escape(change.label), escape(change.instruction[:70]), change.before, change.after)
             out.print(table)
         return
+    try:
+        with log.open() as stream:
+            parsed = progress.parse_stream(stream)
+    except ValueError as error:
+        say(f"error: LOG: {error}")
+        raise typer.Exit(2) from None
     result = pipeline.PipelineResult(images=[pipeline.ImageResult(
         name=log.name, cached_steps=parsed.cached_count, total_steps=len(parsed.cacheable), log=parsed,
         duration=sum(s.duration or 0 for s in parsed.steps), error=parsed.error)], cache_backend="-")

@@ -417,6 +417,9 @@ class Dimbybot2:
             cache=cache.CacheOptions(backend=_backend(cache_backend), mode=cache_mode, bust=cache_bust,
                                      cache_ref=cache_ref or None, gha_tokens=gha_token is not None and gha_results_url is not None),
             build_args=_build_args(build_arg),
+            # Standalone BuildKit can clamp file times on push (the docker driver cannot: it
+            # conflicts with unpacking into the image store): the pushed image is reproducible.
+            rewrite_timestamp=True,
         )
         plans = plan(config, options, images_argument="--images")  # every input is validated before anything runs
         creds = Credentials(registry_host=registry.split("/", 1)[0], username=username or None, password=password,

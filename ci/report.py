@@ -134,12 +134,16 @@ def statuses_of_log(log: BuildLog) -> dict[str, tuple[str, str]]:
     return {s.label: (s.instruction, "hit" if s.cached else "miss") for s in log.cacheable if s.label}
 
 
-def statuses_of_prediction(data: dict[str, Any], image: str | None = None) -> dict[str, tuple[str, str]]:
-    """From `explain --format json`: the first image, or the one named."""
+def statuses_of_json(data: dict[str, Any], image: str | None = None) -> dict[str, tuple[str, str]]:
+    """From `explain --format json` or a build report (schema dimbybot2.build-report/1):
+    the first image, or the one named."""
     images = data.get("images") or []
     chosen = next((i for i in images if image is None or i.get("name") == image), None)
     if chosen is None:
-        raise ValueError(f"no image {image!r} in the prediction" if image else "the prediction lists no image")
+        raise ValueError(f"no image {image!r} in {'the report' if 'schema' in data else 'the prediction'}" if image
+                         else "it lists no image")
+    if data.get("schema", "").startswith("dimbybot2.build-report/"):
+        return {s["label"]: (s["instruction"], "hit" if s["cached"] else "miss") for s in chosen["steps"] if s["label"]}
     return {s["label"]: (s["instruction"], s["status"]) for s in chosen["steps"] if not s["instruction"].startswith("FROM ")}
 
 

@@ -139,3 +139,10 @@ def test_refs_push_sha_first_and_latest_last() -> None:
                                                           images=("lavalink",)))
     assert image_plan.refs == (f"r:5000/dimbybot2-lavalink:{SHA}", "r:5000/dimbybot2-lavalink:v1", "r:5000/dimbybot2-lavalink:latest")
     assert image_plan.request.output.names == image_plan.refs[:1]
+
+
+def test_pushes_can_clamp_file_times_for_reproducible_images() -> None:
+    (image_plan,) = plan(ProjectConfig(), PipelineOptions(registry="r:5000", tag_plan=tags.plan(SHA), images=("bot",),
+                                                          rewrite_timestamp=True))
+    ctl = render.buildctl(image_plan.request)
+    assert ctl[ctl.index("--output") + 1] == f"type=image,name=r:5000/dimbybot2-bot:{SHA},push=true,rewrite-timestamp=true"

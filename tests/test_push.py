@@ -162,6 +162,18 @@ def test_the_password_never_reaches_logs_reports_or_disk(registry: RunningRegist
     for path in written:
         assert registry.password not in path.read_text(errors="replace"), path
     assert registry.password not in result.stdout + result.stderr
+    # nor in any blob of the pushed image (layers, config, manifest)
+    client = Registry(registry.host, registry.username, registry.password)
+    repository = f"{namespace}/dimbybot2-lavalink"
+    manifest = json.loads(client.get_manifest(repository, SHA1)[0])
+    blobs = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest.get("layers", []))]
+    assert blobs
+    import gzip
+
+    for digest in blobs:
+        data = client.blob(repository, digest)
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+        assert registry.password.encode() not in raw, digest
 
 
 def test_credentials_live_in_a_private_docker_config_that_is_removed() -> None:

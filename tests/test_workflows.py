@@ -41,7 +41,7 @@ def test_actionlint_finds_nothing() -> None:
 
 
 def test_workflows_are_thin_no_build_logic_in_shell() -> None:
-    for name in ("deploy.yml",):
+    for name in ("deploy.yml", "determinism.yml"):
         for step in steps(load(name)):
             command = step.get("run", "")
             assert not re.search(r"\bdocker\b|\bbuildx\b|\bbuildctl\b|\bssh\b", command), f"{name}: {command}"
@@ -50,7 +50,7 @@ def test_workflows_are_thin_no_build_logic_in_shell() -> None:
 
 def test_dagger_action_is_pinned_to_the_module_engine() -> None:
     engine = json.loads((REPO / "dagger.json").read_text())["engineVersion"].removeprefix("v")
-    for name in ("deploy.yml", "ci.yml"):
+    for name in ("deploy.yml", "ci.yml", "determinism.yml"):
         for step in steps(load(name)):
             if step.get("uses", "").startswith("dagger/dagger-for-github@"):
                 assert step["with"]["version"] == engine
@@ -96,3 +96,12 @@ def test_permissions_are_minimal() -> None:
     assert workflow["jobs"]["build-and-push"]["permissions"] == {"contents": "read", "packages": "write"}
     assert workflow["jobs"]["deploy"]["permissions"] == {"contents": "read"}
     assert load("ci.yml")["permissions"] == {"contents": "read"}
+
+
+def test_determinism_check_is_an_optional_scheduled_or_manual_workflow() -> None:
+    workflow = load("determinism.yml")
+    assert set(workflow["on"]) == {"schedule", "workflow_dispatch"}
+    job = workflow["jobs"]["verify-determinism"]
+    assert job["strategy"]["matrix"]["image"] == ["bot", "lavalink"]
+    (step,) = [s for s in job["steps"] if s.get("uses", "").startswith("dagger/")]
+    assert step["with"]["args"] == "verify-determinism --image=${{ matrix.image }}"

@@ -1,0 +1,50 @@
+"""With a real Dagger engine (GitHub runners, laptops): `dagger call` end to end.
+
+Marked `engine`: they run only where the `dagger` CLI is installed and skip elsewhere (no
+engine can run on this project's development machines). They are extra; the offline checks
+in test_dagger_module.py and the real-BuildKit tests are what CI relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.engine, pytest.mark.skipif(shutil.which("dagger") is None, reason="no dagger CLI here (extra test)")]
+
+
+def dagger_call(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["dagger", "call", "--progress=plain", *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_images_lists_the_configured_images() -> None:
+    result = dagger_call("images")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["bot", "lavalink"]
+
+
+def test_build_and_push_to_the_embedded_registry_reports_both_images() -> None:
+    result = dagger_call("build-and-push", "--sha=" + "d" * 40, "report")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and {i["name"] for i in report["images"]} == {"bot", "lavalink"}
+    for image in report["images"]:
+        assert image["digest"].startswith("sha256:") and len(image["refs"]) == 2
+
+
+def test_a_second_run_hits_the_engine_cache() -> None:
+    first = dagger_call("build-and-push", "--sha=" + "e" * 40, "--cache=engine", "report")
+    second = dagger_call("build-and-push", "--sha=" + "e" * 40, "--cache=engine", "report")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    for image in json.loads(second.stdout)["images"]:
+        assert image["cached_steps"] == image["total_steps"]
+
+
+def test_bad_input_fails_before_building() -> None:
+    result = dagger_call("build-and-push", "--sha=abc", "report", timeout=600)
+    assert result.returncode != 0 and "--sha: must be a full 40-character" in result.stderr
