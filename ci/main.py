@@ -162,6 +162,19 @@ def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_
     return ctr.with_exec(["python", "-m", "ci.deploy", *args], expect=dagger.ReturnType.ANY)
 
 
+def registry_check_container(module_source: dagger.Directory, host: str, creds: Credentials) -> dagger.Container:
+    """Checks the registry credentials before anything is built (the core's registry client)."""
+    ctr = (
+        dag.container().from_(pins.PYTHON_IMAGE)
+        .with_directory("/pipeline/ci", module_source.directory("ci"))
+        .with_workdir("/pipeline")
+        .with_env_variable("REGISTRY_USERNAME", creds.username or "")
+    )
+    if creds.password is not None:
+        ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", creds.password)
+    return ctr.with_exec(["python", "-m", "ci.registry_cli", "check", host], expect=dagger.ReturnType.ANY)
+
+
 def retag_container(image_plan: ImagePlan, digest: str, creds: Credentials, module_source: dagger.Directory,
                     registry: dagger.Service | None = None) -> dagger.Container:
     """Moves the follower tags (latest last) to `digest` with the core's registry client."""
@@ -321,7 +334,7 @@ class Dimbybot2:
                     redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
             if await ctr.exit_code() != 0:
                 log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-                raise InputError("--image", f"{name} build of {image} failed: {log.error}")
+                raise PipelineError(f"{name} build of {image} failed: {log.error}")
             exports[name] = ctr.file(f"{OUT}/image.tar")
         compared = compare_container(dag.current_module().source(), exports["cached"], exports["uncached"])
         if await compared.exit_code() == 2:
@@ -380,7 +393,7 @@ class Dimbybot2:
         code = await ctr.exit_code()
         if code != 0:
             log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-            raise InputError("--image", f"build of {image} failed: {log.error or f'buildctl exit code {code}'}")
+            raise PipelineError(f"build of {image} failed: {log.error or f'buildctl exit code {code}'}")
         return dag.container().import_(ctr.file(f"{OUT}/image.tar"))
 
     # cache="never": it pushes. (dagger-io 0.21's typing overloads of `function` omit the
@@ -427,6 +440,10 @@ class Dimbybot2:
         registry_svc = registry_service() if embedded else None
         buildkit = None if buildkit_host else buildkit_service(registry=registry_svc)
         module_source = dag.current_module().source()
+        if not embedded and password is not None:  # a wrong password fails here, before any build or push
+            check = registry_check_container(module_source, registry.split("/", 1)[0], creds)
+            if await check.exit_code() != 0:
+                raise InputError("--password", (await check.stderr()).strip().removeprefix("--password: "))
         results: dict[str, ImageResult] = {}
 
         async def one(image_plan: ImagePlan) -> None:

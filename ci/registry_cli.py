@@ -1,4 +1,7 @@
-"""`python -m ci.registry_cli retag HOST REPOSITORY DIGEST TAG...`: move tags inside the pipeline.
+"""Registry steps inside the pipeline (standard library only):
+
+  python -m ci.registry_cli check HOST                          are the credentials accepted?
+  python -m ci.registry_cli retag HOST REPOSITORY DIGEST TAG...  move tags to DIGEST
 
 Credentials come from REGISTRY_USERNAME / REGISTRY_PASSWORD (a Dagger secret variable),
 never from argv. Tags move in the order given (the plan puts `latest` last); each is read
@@ -15,8 +18,15 @@ from .registry import Registry
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "check":
+        try:
+            Registry(argv[1], os.environ.get("REGISTRY_USERNAME") or None, os.environ.get("REGISTRY_PASSWORD") or None).check_auth()
+        except PipelineError as err:
+            print(f"--password: {err}", file=sys.stderr)
+            return 1
+        return 0
     if len(argv) < 4 or argv[0] != "retag":
-        print("usage: python -m ci.registry_cli retag HOST REPOSITORY DIGEST TAG...", file=sys.stderr)
+        print("usage: python -m ci.registry_cli check HOST | retag HOST REPOSITORY DIGEST TAG...", file=sys.stderr)
         return 2
     _, host, repository, digest, *followers = argv
     registry = Registry(host, os.environ.get("REGISTRY_USERNAME") or None, os.environ.get("REGISTRY_PASSWORD") or None)

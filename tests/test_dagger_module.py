@@ -155,3 +155,10 @@ def test_deploy_registers_secret_typed_keys_and_never_caches() -> None:
     assert [args["name"] for name, args in sels if name == "withSecretVariable"] == ["REGISTRY_PASSWORD"]
     assert sels[-1][1]["args"] == ["python", "-m", "ci.deploy", "h", "u", "22", "t", "r.example/x", "/srv/bot"]
     assert "PRIVATE-KEY" not in repr(sels) and "'pw'" not in repr(sels)
+
+
+def test_registry_credentials_are_checked_before_building() -> None:
+    creds = main.Credentials(registry_host="ghcr.io", username="me", password=dag.set_secret("pw", "hunter2"))
+    sels = selections(main.registry_check_container(dag.directory(), "ghcr.io", creds))
+    assert [args["name"] for name, args in sels if name == "withSecretVariable"] == ["REGISTRY_PASSWORD"]
+    assert sels[-1][1]["args"] == ["python", "-m", "ci.registry_cli", "check", "ghcr.io"]

@@ -182,3 +182,14 @@ def test_credentials_live_in_a_private_docker_config_that_is_removed() -> None:
         assert config.stat().st_mode & 0o777 == 0o600
         assert config.parent.stat().st_mode & 0o777 == 0o700
     assert not config.exists() and not config.parent.exists()
+
+
+def test_the_in_pipeline_registry_check_names_the_password(registry: RunningRegistry) -> None:
+    # What the Dagger skin runs in a container before building: the core's registry client.
+    env = {**os.environ, "REGISTRY_USERNAME": registry.username}
+    ok = subprocess.run([sys.executable, "-m", "ci.registry_cli", "check", registry.host], capture_output=True, text=True,
+                        env={**env, "REGISTRY_PASSWORD": registry.password})
+    bad = subprocess.run([sys.executable, "-m", "ci.registry_cli", "check", registry.host], capture_output=True, text=True,
+                         env={**env, "REGISTRY_PASSWORD": "nope"})
+    assert ok.returncode == 0
+    assert (bad.returncode, bad.stderr.strip()) == (1, f"--password: registry {registry.host} refused user 'ci-user' (HTTP 401)")
