@@ -90,6 +90,7 @@ def build_and_push(
     cache_bust: Annotated[str, typer.Option(help="Suffix for the cache scopes; change it to start a fresh cache.")] = "",
     images: Annotated[list[str] | None, typer.Option("--image", help="Image to build (repeatable; default: all).")] = None,
     build_arg: Annotated[list[str] | None, typer.Option(help="Extra build arg NAME=value (repeatable).")] = None,
+    source_date_epoch: Annotated[int, typer.Option(help="SOURCE_DATE_EPOCH (fixed by default, so caches survive commits).")] = 0,
     repo: Annotated[pathlib.Path, typer.Option(help="Repository root.")] = pathlib.Path("."),
     work_dir: Annotated[pathlib.Path | None, typer.Option(help="Where BuildKit progress logs are kept (default: REPO/.work).")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or markdown.")] = OutputFormat.table,
@@ -114,7 +115,7 @@ def build_and_push(
             registry=registry_name, tag_plan=tag_plan, images=tuple(images or ()),
             cache=cache.CacheOptions(backend=cache_backend, mode=cache_mode, bust=cache_bust, cache_ref=cache_ref or None,
                                      gha_tokens=all(os.environ.get(n) for n in cache.GHA_ENV)),
-            build_args=pipeline.parse_build_args(build_arg or []),
+            build_args=pipeline.parse_build_args(build_arg or []), source_date_epoch=source_date_epoch,
         )
         plans = pipeline.plan(project, options, root=root)
     except InputError as error:
@@ -379,5 +380,23 @@ def verify_determinism(
     raise typer.Exit(0 if all(r.comparison.identical for r in results) else 1)
 
 
+def run() -> None:
+    """The console script: like `app()`, but click's usage errors (unknown option, bad choice,
+    missing option) are one line naming the argument, exit 2, instead of a framed panel."""
+    try:  # typer >= 0.26 vendors click; older typer uses click itself
+        from typer._click.exceptions import UsageError
+    except ImportError:  # pragma: no cover
+        from click.exceptions import UsageError  # type: ignore[import-not-found,no-redef]
+
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as error:
+        say(f"error: {error.format_message()}")
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    run()

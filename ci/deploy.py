@@ -94,7 +94,10 @@ def payload(request: DeployRequest, password: str | None, compose_text: str | No
         "DEPLOY_TIMEOUT": str(request.timeout), "DEPLOY_LOCK_WAIT": str(request.lock_wait),
         "DEPLOY_PROJECT": request.project, "DEPLOY_COMPOSE_FILE": compose_text or "",
     }
-    lines = [f"export {key}={shlex.quote(value)}" for key, value in settings.items()]
+    # The password is a plain shell variable, not exported: no process the script starts
+    # (docker login reads it from a pipe) inherits it in its environment.
+    lines = [f"{'' if key == 'DEPLOY_REGISTRY_PASSWORD' else 'export '}{key}={shlex.quote(value)}"
+             for key, value in settings.items()]
     return "\n".join(lines) + "\n" + (script if script is not None else SCRIPT.read_text())
 
 
@@ -158,8 +161,13 @@ def main(argv: list[str]) -> int:
     """
     import sys
 
+    if not 6 <= len(argv) <= 7:
+        print("usage: python -m ci.deploy HOST USER PORT TAG REGISTRY REMOTE_DIR [USERNAME]", file=sys.stderr)
+        return 2
     try:
         host, user, port, tag, registry, remote_dir, *rest = argv
+        if not port.isdigit():
+            raise InputError("--port", f"must be a number, got {port!r}")
         request = DeployRequest(host=host, user=user, port=int(port), tag=tag, registry=registry, remote_dir=remote_dir,
                                 username=rest[0] if rest else "", timeout=int(os.environ.get("DEPLOY_TIMEOUT", "180")))
         compose_path = os.environ.get("DEPLOY_COMPOSE_PATH")

@@ -24,9 +24,10 @@ from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, c
 from .progress import parse_text
 
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
-# files then decide what reaches BuildKit). .git stays: HEAD gives the default SHA.
+# files then decide what reaches BuildKit). .git stays: HEAD gives the default SHA, explain
+# reads revisions. .git/config never does: actions/checkout keeps the workflow token there.
 SOURCE_IGNORE = [".venv", "sdk", "**/__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "bench/results",
-                 ".work", ".git/logs", ".git/hooks"]
+                 ".work", ".git/logs", ".git/hooks", ".git/config"]
 BUILDKIT_PORT = 1234
 BUILDKIT_ALIAS = "buildkitd"
 REGISTRY_ALIAS = "registry"
@@ -415,6 +416,7 @@ class Dimbybot2:
         gha_results_url: Annotated[dagger.Secret | None, Doc("ACTIONS_RESULTS_URL (env://ACTIONS_RESULTS_URL)")] = None,
         images: Annotated[list[str] | None, Doc("Which images (default: all)")] = None,
         build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
+        source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH (fixed by default, so caches survive commits)")] = 0,
         buildkit_host: Annotated[str, Doc("Use this BuildKit (tcp://host:port) instead of one started in the pipeline")] = "",
     ) -> BuildAndPushResult:
         """Build the images concurrently, export/import their layer cache, push the SHA tag, then move `latest`."""
@@ -429,7 +431,7 @@ class Dimbybot2:
             registry=registry, tag_plan=tags.plan(commit, latest, tag or ()), images=tuple(images or ()),
             cache=cache.CacheOptions(backend=_backend(cache_backend), mode=cache_mode, bust=cache_bust,
                                      cache_ref=cache_ref or None, gha_tokens=gha_token is not None and gha_results_url is not None),
-            build_args=_build_args(build_arg),
+            build_args=_build_args(build_arg), source_date_epoch=source_date_epoch,
             # Standalone BuildKit can clamp file times on push (the docker driver cannot: it
             # conflicts with unpacking into the image store): the pushed image is reproducible.
             rewrite_timestamp=True,

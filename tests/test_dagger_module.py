@@ -25,6 +25,7 @@ def test_constructor_takes_the_repository_with_a_default_path_and_ignores() -> N
     assert source.default_path == "/"
     # .git stays (HEAD gives the default SHA; explain reads revisions) but its logs and hooks never upload.
     assert {".git/logs", ".venv", "sdk", ".work"} <= set(source.ignore or [])
+    assert ".git/config" in (source.ignore or [])  # actions/checkout may keep a token there
     assert source.doc
 
 
@@ -68,6 +69,7 @@ def test_build_and_push_registers_its_arguments_docs_and_never_caches() -> None:
     assert {"registry", "username", "password", "sha", "latest", "cache_backend", "cache_bust",
             "gha_token", "gha_results_url", "images", "buildkit_host"} <= set(params)
     assert params["cache_backend"].name == "cache"
+    assert params["source_date_epoch"].signature.default == 0
     for secret in ("password", "gha_token", "gha_results_url"):
         assert params[secret].resolved_type == dagger.Secret | None
     assert all(p.doc for p in params.values())

@@ -152,8 +152,19 @@ def test_git_revision_against_the_working_tree(tmp_path: pathlib.Path) -> None:
     assert result.steps[1].changed_files == ("a.txt",) and result.first_miss == "2/3"
 
 
-def test_the_repository_bot_image_is_explained() -> None:
-    same = BuildInput(DirSnapshot(REPO), "Dockerfile", ".")
-    result = compare("bot", same, same)
+def test_the_repository_bot_image_misses_only_its_code_copy_after_a_code_change(tmp_path: pathlib.Path) -> None:
+    import shutil
+
+    for side in ("base", "head"):
+        (tmp_path / side).mkdir()
+        for name in ("Dockerfile", ".dockerignore"):
+            shutil.copy2(REPO / name, tmp_path / side / name)
+        shutil.copytree(REPO / "bot", tmp_path / side / "bot", ignore=shutil.ignore_patterns("__pycache__"))
+    music = tmp_path / "head" / "bot" / "dimbybot" / "music.py"
+    music.write_text(music.read_text() + "# changed\n")
+    (tmp_path / "head" / "README.md").write_text("not sent to the builder\n")
+    result = compare("bot", BuildInput(DirSnapshot(tmp_path / "base"), "Dockerfile", "."),
+                     BuildInput(DirSnapshot(tmp_path / "head"), "Dockerfile", "."))
     assert [s.label for s in result.steps][:4] == ["deps 1/4", "deps 2/4", "deps 3/4", "deps 4/4"]
-    assert result.first_miss is None
+    assert [(s.label, s.changed_files) for s in result.steps if s.status == "miss"] == [
+        ("runtime 5/5", ("bot/dimbybot/music.py",))]

@@ -105,3 +105,11 @@ def test_determinism_check_is_an_optional_scheduled_or_manual_workflow() -> None
     assert job["strategy"]["matrix"]["image"] == ["bot", "lavalink"]
     (step,) = [s for s in job["steps"] if s.get("uses", "").startswith("dagger/")]
     assert step["with"]["args"] == "verify-determinism --image=${{ matrix.image }}"
+
+
+def test_checkouts_do_not_leave_the_token_in_git_config() -> None:
+    for name in ("deploy.yml", "ci.yml", "determinism.yml"):
+        for step in steps(load(name)):
+            if step.get("uses", "").startswith("actions/checkout@"):
+                assert step.get("with", {}).get("persist-credentials") is False, name
+

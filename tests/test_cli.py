@@ -1,0 +1,45 @@
+"""The CLI's promise on bad input: one line naming the argument, exit 2, nothing done."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ci import deploy
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["build-and-push", "--cache", "foo"], "error: Invalid value for '--cache': Value error, 'foo' is not one of "
+                                           "'auto', 'gha', 'registry', 'engine', 'none'."),
+    (["deploy", "--host", "x"], "error: Missing option '--user'."),
+    (["build-and-push", "--nope"], "error: No such option: --nope"),
+    (["verify-determinism", "--image", "web"], "error: --image: unknown image 'web' (known: bot, lavalink)"),
+    (["report", "/nonexistent"], "error: Invalid value for 'log': file '/nonexistent' does not exist."),
+])
+def test_usage_errors_are_one_line_with_exit_2(args: list[str], line: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "ci.cli", *args], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (2, line + "\n")
+    assert result.stdout == ""
+
+
+def test_help_and_version_still_exit_0() -> None:
+    for args in (["--help"], ["--version"], ["explain", "--help"]):
+        assert subprocess.run([sys.executable, "-m", "ci.cli", *args], capture_output=True).returncode == 0
+
+
+def test_deploy_payload_never_exports_the_password() -> None:
+    request = deploy.DeployRequest(host="h", user="u", tag="t", registry="r.example/x", remote_dir="/srv/bot")
+    lines = deploy.payload(request, "s3cr3t pw", None, script="true\n").splitlines()
+    assert "DEPLOY_REGISTRY_PASSWORD='s3cr3t pw'" in lines
+    assert not any(line.startswith("export DEPLOY_REGISTRY_PASSWORD") for line in lines)
+    assert "export DEPLOY_TAG=t" in lines
+
+
+def test_in_pipeline_deploy_entry_rejects_bad_arguments() -> None:
+    usage = subprocess.run([sys.executable, "-m", "ci.deploy", "h"], capture_output=True, text=True)
+    assert (usage.returncode, usage.stderr.splitlines()[0][:12]) == (2, "usage: pytho")
+    port = subprocess.run([sys.executable, "-m", "ci.deploy", "h", "u", "22x", "t", "r.example/x", "/srv"],
+                          capture_output=True, text=True)
+    assert (port.returncode, port.stderr) == (2, "error: --port: must be a number, got '22x'\n")
