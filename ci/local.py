@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from . import render
 from .errors import PipelineError
 from .model import BuildRequest, Output
-from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status
+from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result
 from .progress import BuildLog, parse_stream
 from .registry import Registry
 from .verify import Comparison
@@ -101,31 +101,16 @@ def run_build(request: BuildRequest, root: pathlib.Path, work: pathlib.Path,
     return BuildOutcome(request, log, proc.returncode, seconds, digest, tail, progress_file)
 
 
-def _looks_like_cache_failure(outcome: BuildOutcome) -> bool:
-    failing = [v.name for v in outcome.log.bookkeeping if v.error]
-    return any(name.startswith(("importing cache", "exporting cache")) for name in failing)
-
-
 def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str]) -> ImageResult:
     """Build (and push the SHA ref of) one image; a cache failure falls back to a cold build."""
     request = plan.request
     outcome = run_build(request, root, work, env)
-    warnings: list[str] = []
-    if not outcome.ok and _looks_like_cache_failure(outcome) and (request.cache_from or request.cache_to):
-        warnings.append(f"cache failed ({outcome.log.error}); rebuilt without external cache")
-        request = dataclasses.replace(request, cache_from=(), cache_to=())
+    retried_because = None
+    if (cold := cold_retry(request, outcome.log, outcome.ok)) is not None:
+        retried_because, request = outcome.log.error, cold
         outcome = run_build(request, root, work, env)
-    log = outcome.log
-    result = ImageResult(
-        name=plan.image.name, digest=outcome.digest, cached_steps=log.cached_count,
-        total_steps=len(log.cacheable), duration=outcome.seconds, log=log,
-        cache_import=cache_status(log, "import", bool(request.cache_from)),
-        cache_export=cache_status(log, "export", bool(request.cache_to)),
-        warnings=warnings + list(log.warnings),
-    )
-    for status, what in ((result.cache_import, "import"), (result.cache_export, "export")):
-        if status.ok is False:
-            result.warnings.append(f"cache {what} failed, build continued: {status.detail}")
+    result = image_result(plan.image.name, request, outcome.log, retried_because)
+    result.digest, result.duration = outcome.digest, outcome.seconds
     if not outcome.ok:
         result.error = f"build of {plan.image.name} failed: {outcome.stderr_tail.strip().splitlines()[-1] if outcome.stderr_tail.strip() else 'no output'}"
     elif plan.refs:
@@ -145,11 +130,7 @@ def move_followers(plan: ImagePlan, result: ImageResult, registry: Registry) -> 
             raise PipelineError(f"{plan.refs[0]} resolves to {pushed}, the build produced {result.digest}")
         result.digest = pushed
         for ref in plan.refs[1:]:
-            tag = ref.rsplit(":", 1)[1]
-            registry.retag(repository, pushed, tag)
-            moved = registry.digest(repository, tag)
-            if moved != pushed:
-                raise PipelineError(f"{ref} resolves to {moved}, expected {pushed}")
+            registry.move_tag(repository, pushed, ref.rsplit(":", 1)[1])
             result.refs.append(ref)
     except PipelineError as err:
         result.error = str(err)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -20,7 +21,7 @@ from . import __version__, cache, gitinfo, pins, render, report, tags
 from .config import ProjectConfig, from_pyproject_text
 from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
-from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status, plan
+from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result, plan
 from .progress import parse_text
 
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
@@ -119,9 +120,7 @@ def explain_container(source: dagger.Directory, module_source: dagger.Directory,
     for image in images:
         argv += ["--image", image]
     return (
-        dag.container().from_(pins.PYTHON_IMAGE)
-        .with_exec(["sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends git >/dev/null"])
-        .with_directory("/pipeline/ci", module_source.directory("ci"))
+        core_container(module_source, apt=("git",))
         .with_directory("/repo", source)
         .with_env_variable("PYTHONPATH", "/pipeline")
         .with_exec(["git", "config", "--global", "--add", "safe.directory", "/repo"])
@@ -132,9 +131,7 @@ def explain_container(source: dagger.Directory, module_source: dagger.Directory,
 def compare_container(module_source: dagger.Directory, image_a: dagger.File, image_b: dagger.File) -> dagger.Container:
     """Runs the core's image comparison (stdlib only) on two OCI tarballs."""
     return (
-        dag.container().from_(pins.PYTHON_IMAGE)
-        .with_directory("/pipeline/ci", module_source.directory("ci"))
-        .with_workdir("/pipeline")
+        core_container(module_source)
         .with_file("/images/a.tar", image_a)
         .with_file("/images/b.tar", image_b)
         .with_exec(["python", "-m", "ci.verify", "/images/a.tar", "/images/b.tar"], expect=dagger.ReturnType.ANY)
@@ -145,12 +142,9 @@ def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_
                      password: dagger.Secret | None, args: list[str], timeout: int) -> dagger.Container:
     """Runs the core's deploy client with ssh; the key and known_hosts are mounted secrets."""
     ctr = (
-        dag.container().from_(pins.PYTHON_IMAGE)
-        .with_exec(["sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends openssh-client >/dev/null"])
-        .with_directory("/pipeline/ci", module_source.directory("ci"))
+        core_container(module_source, apt=("openssh-client",))
         .with_file("/pipeline/deploy/remote-deploy.sh", module_source.file("deploy/remote-deploy.sh"))
         .with_file("/pipeline/compose.yaml", compose)
-        .with_workdir("/pipeline")
         .with_mounted_secret("/run/secrets/ssh_key", ssh_key, mode=0o600)
         .with_mounted_secret("/run/secrets/known_hosts", known_hosts, mode=0o600)
         .with_env_variable("DEPLOY_SSH_KEY_FILE", "/run/secrets/ssh_key")
@@ -163,17 +157,33 @@ def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_
     return ctr.with_exec(["python", "-m", "ci.deploy", *args], expect=dagger.ReturnType.ANY)
 
 
+def core_container(module_source: dagger.Directory, apt: tuple[str, ...] = ()) -> dagger.Container:
+    """The pinned Python image with the core's `ci/` package (stdlib-only entry points), plus
+    any Debian packages a step needs."""
+    ctr = dag.container().from_(pins.PYTHON_IMAGE)
+    if apt:
+        ctr = ctr.with_exec(["sh", "-c", "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
+                             f"{' '.join(apt)} >/dev/null"])
+    return ctr.with_directory("/pipeline/ci", module_source.directory("ci")).with_workdir("/pipeline")
+
+
+def with_registry(creds: Credentials, registry: dagger.Service | None = None) -> Callable[[dagger.Container], dagger.Container]:
+    """Registry user and password (a secret variable) for the core's registry client, and the
+    embedded registry's binding when there is one."""
+    def apply(ctr: dagger.Container) -> dagger.Container:
+        ctr = ctr.with_env_variable("REGISTRY_USERNAME", creds.username or "")
+        if creds.password is not None:
+            ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", creds.password)
+        if registry is not None:
+            ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
+        return ctr
+    return apply
+
+
 def registry_check_container(module_source: dagger.Directory, host: str, creds: Credentials) -> dagger.Container:
     """Checks the registry credentials before anything is built (the core's registry client)."""
-    ctr = (
-        dag.container().from_(pins.PYTHON_IMAGE)
-        .with_directory("/pipeline/ci", module_source.directory("ci"))
-        .with_workdir("/pipeline")
-        .with_env_variable("REGISTRY_USERNAME", creds.username or "")
-    )
-    if creds.password is not None:
-        ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", creds.password)
-    return ctr.with_exec(["python", "-m", "ci.registry_cli", "check", host], expect=dagger.ReturnType.ANY)
+    return (core_container(module_source).with_(with_registry(creds))
+            .with_exec(["python", "-m", "ci.registry_cli", "check", host], expect=dagger.ReturnType.ANY))
 
 
 def retag_container(image_plan: ImagePlan, digest: str, creds: Credentials, module_source: dagger.Directory,
@@ -182,18 +192,9 @@ def retag_container(image_plan: ImagePlan, digest: str, creds: Credentials, modu
     host, _, path = image_plan.refs[0].partition("/")
     repository = path.rsplit(":", 1)[0]
     followers = [ref.rsplit(":", 1)[1] for ref in image_plan.refs[1:]]
-    ctr = (
-        dag.container().from_(pins.PYTHON_IMAGE)
-        .with_directory("/pipeline/ci", module_source.directory("ci"))
-        .with_workdir("/pipeline")
-        .with_env_variable("REGISTRY_USERNAME", creds.username or "")
-    )
-    if creds.password is not None:
-        ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", creds.password)
-    if registry is not None:
-        ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
-    return ctr.with_exec(["python", "-m", "ci.registry_cli", "retag", host, repository, digest, *followers],
-                         expect=dagger.ReturnType.ANY)
+    return (core_container(module_source).with_(with_registry(creds, registry))
+            .with_exec(["python", "-m", "ci.registry_cli", "retag", host, repository, digest, *followers],
+                       expect=dagger.ReturnType.ANY))
 
 
 @object_type
@@ -472,18 +473,13 @@ async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Cre
     ctr = buildctl_container(request, source, creds, buildkit, buildkit_host, registry)
     code = await ctr.exit_code()
     log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-    warnings: list[str] = []
-    cache_failed = any(v.error and v.name.startswith(("importing cache", "exporting cache")) for v in log.bookkeeping)
-    if code != 0 and cache_failed and (request.cache_from or request.cache_to):
-        warnings.append(f"cache failed ({log.error}); rebuilt without external cache")
-        request = dataclasses.replace(request, cache_from=(), cache_to=())
+    retried_because = None
+    if (cold := cold_retry(request, log, code == 0)) is not None:
+        retried_because, request = log.error, cold
         ctr = buildctl_container(request, source, creds, buildkit, buildkit_host, registry)
         code = await ctr.exit_code()
         log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-    result = ImageResult(name=image_plan.image.name, cached_steps=log.cached_count, total_steps=len(log.cacheable), log=log,
-                         cache_import=cache_status(log, "import", bool(request.cache_from)),
-                         cache_export=cache_status(log, "export", bool(request.cache_to)),
-                         warnings=warnings + list(log.warnings))
+    result = image_result(image_plan.image.name, request, log, retried_because)
     if code != 0:
         result.error = f"build of {image_plan.image.name} failed: {log.error or f'buildctl exit code {code}'}"
     else:

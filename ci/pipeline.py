@@ -144,3 +144,31 @@ class PipelineResult:
     @property
     def ok(self) -> bool:
         return all(i.ok for i in self.images)
+
+
+def cache_failed(log: BuildLog) -> bool:
+    """Did a cache import or export vertex report an error?"""
+    return any(v.error and v.name.startswith(("importing cache", "exporting cache")) for v in log.bookkeeping)
+
+
+def cold_retry(request: BuildRequest, log: BuildLog, ok: bool) -> BuildRequest | None:
+    """The same request without external cache, when a cache is what made the build fail:
+    a cache never fails a build, it only makes it cold."""
+    if ok or not (request.cache_from or request.cache_to) or not cache_failed(log):
+        return None
+    return dataclasses.replace(request, cache_from=(), cache_to=())
+
+
+def image_result(name: str, request: BuildRequest, log: BuildLog, retried_because: str | None = None) -> ImageResult:
+    """What BuildKit's progress says about one image's build (digest, refs and error are the
+    driver's to fill): hits, cache import/export status, and every warning."""
+    result = ImageResult(name=name, cached_steps=log.cached_count, total_steps=len(log.cacheable), log=log,
+                         cache_import=cache_status(log, "import", bool(request.cache_from)),
+                         cache_export=cache_status(log, "export", bool(request.cache_to)))
+    if retried_because is not None:
+        result.warnings.append(f"cache failed ({retried_because}); rebuilt without external cache")
+    result.warnings.extend(log.warnings)
+    for status, what in ((result.cache_import, "import"), (result.cache_export, "export")):
+        if status.ok is False:
+            result.warnings.append(f"cache {what} failed, build continued: {status.detail}")
+    return result

@@ -112,6 +112,13 @@ class Registry:
         lowered = {k.lower(): v for k, v in headers.items()}
         return lowered.get("docker-content-digest", digest)
 
+    def move_tag(self, repository: str, digest: str, tag: str) -> None:
+        """Point `tag` at `digest` and read it back; raise PipelineError if it resolves elsewhere."""
+        self.retag(repository, digest, tag)
+        moved = self.digest(repository, tag)
+        if moved != digest:
+            raise PipelineError(f"{self.host}/{repository}:{tag} resolves to {moved}, expected {digest}")
+
     def blob(self, repository: str, digest: str) -> bytes:
         return self._call("GET", f"/{repository}/blobs/{digest}")[2]
 

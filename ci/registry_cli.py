@@ -32,10 +32,7 @@ def main(argv: list[str]) -> int:
     registry = Registry(host, os.environ.get("REGISTRY_USERNAME") or None, os.environ.get("REGISTRY_PASSWORD") or None)
     try:
         for tag in followers:
-            registry.retag(repository, digest, tag)
-            moved = registry.digest(repository, tag)
-            if moved != digest:
-                raise PipelineError(f"{host}/{repository}:{tag} resolves to {moved}, expected {digest}")
+            registry.move_tag(repository, digest, tag)
             print(f"{host}/{repository}:{tag} -> {digest}")
     except PipelineError as err:
         print(f"retag failed: {err}", file=sys.stderr)
