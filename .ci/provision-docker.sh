@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Install Docker Engine 26 + buildx + Compose v2 on Debian 12 "bookworm" and start dockerd.
+# Install Docker Engine 28.5 + buildx 0.29 + Compose 2.40 on Debian 12 "bookworm" and start dockerd.
 #
-# Why trixie packages: bookworm ships Docker 20.10 (no buildx, no cache export). Trixie's
-# docker.io/docker-cli/docker-buildx/docker-compose/containerd install cleanly on bookworm
-# (they need libc6 >= 2.34; bookworm has 2.36). Bookworm's own runc/tini are kept because
-# trixie's want a newer libc. The system's apt sources are never modified: trixie is read
-# through a private apt configuration under a temp dir.
+# Why Debian's unstable suite: bookworm ships Docker 20.10 (no buildx, no cache export) and
+# trixie's Docker 26 carries BuildKit 0.13, which cannot speak the GitHub Actions cache v2
+# protocol. Unstable's docker.io/docker-cli/docker-buildx/docker-compose/containerd/tini-static
+# install on bookworm (they need libc6 >= 2.34; bookworm has 2.36). Bookworm's own runc is kept
+# because newer ones want a newer libc. The system's apt sources are never modified: unstable is
+# read through a private apt configuration under a temp dir.
 #
 # Idempotent: re-running on a provisioned machine only (re)starts the daemon.
 # Usage: provision-docker.sh            install if needed, start dockerd, wait for it
@@ -13,7 +14,9 @@ set -euo pipefail
 export PATH="/usr/bin:/usr/sbin:/bin:/sbin:$PATH"   # Debian's client first, not /usr/local/bin/docker
 export DEBIAN_FRONTEND=noninteractive
 
-TRIXIE_PACKAGES=(docker.io docker-cli docker-buildx docker-compose containerd)
+SUITE=${DOCKER_SUITE:-unstable}
+SUITE_PACKAGES=(docker.io docker-cli docker-buildx docker-compose containerd tini-static)
+MIN_DOCKER_MAJOR=28   # BuildKit inside Docker 28 speaks the gha cache v2 protocol
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/dockerd.log}
 
 log() { printf '[provision-docker] %s\n' "$*" >&2; }
@@ -22,18 +25,22 @@ have_modern_docker() {
   [[ -x /usr/bin/docker ]] && [[ -x /usr/sbin/dockerd ]] || return 1
   local version
   version=$(/usr/bin/docker --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p')
-  [[ -n "$version" && "$version" -ge 26 ]] && /usr/bin/docker buildx version >/dev/null 2>&1 \
+  [[ -n "$version" && "$version" -ge $MIN_DOCKER_MAJOR ]] && /usr/bin/docker buildx version >/dev/null 2>&1 \
     && /usr/bin/docker compose version >/dev/null 2>&1
 }
 
 install_docker() {
-  log "installing bookworm's runc, tini, iptables"
+  log "installing bookworm's runc, iptables"
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends runc tini iptables ca-certificates >/dev/null
+  # One package per call: a combined apt call stops whole on one conflict (environment.md).
+  local pkg
+  for pkg in runc iptables ca-certificates; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
+  done
 
   local work; work=$(mktemp -d)
   mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/debs"
-  echo 'deb http://deb.debian.org/debian trixie main' >"$work/sources.list"
+  echo "deb http://deb.debian.org/debian $SUITE main" >"$work/sources.list"
   local apt_opts=(
     -o "Dir::Etc::SourceList=$work/sources.list"
     -o "Dir::Etc::SourceParts=-"
@@ -41,16 +48,16 @@ install_docker() {
     -o "Dir::Cache::Archives=$work/archives"
     -o "APT::Get::List-Cleanup=0"
   )
-  log "reading trixie's package lists (private apt state in $work)"
+  log "reading $SUITE's package lists (private apt state in $work)"
   apt-get "${apt_opts[@]}" update -qq
-  log "downloading ${TRIXIE_PACKAGES[*]} from trixie"
-  (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${TRIXIE_PACKAGES[@]}" >/dev/null)
+  log "downloading ${SUITE_PACKAGES[*]} from $SUITE"
+  (cd "$work/debs" && apt-get "${apt_opts[@]}" download "${SUITE_PACKAGES[@]}" >/dev/null)
   log "installing $(ls "$work/debs" | tr '\n' ' ')"
   dpkg -i --auto-deconfigure --force-depends "$work"/debs/*.deb >/dev/null || true
   # dpkg may leave packages unconfigured if a dependency is soft-missing; verify the result
   # instead of trusting dpkg's exit status.
   rm -rf "$work"
-  have_modern_docker || { log "docker 26+ with buildx and compose is not usable after install"; exit 1; }
+  have_modern_docker || { log "docker $MIN_DOCKER_MAJOR+ with buildx and compose is not usable after install"; exit 1; }
 }
 
 uses_containerd_store() {

@@ -13,9 +13,12 @@ import pathlib
 import shutil
 import subprocess
 
+from collections.abc import Iterator
+
 import pytest
 
 from ci import local
+from tests import fresh_docker as private_docker
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 REQUIRE_DOCKER = os.environ.get("DIMBYBOT_REQUIRE_DOCKER") == "1"
@@ -53,6 +56,13 @@ def docker() -> str:
             pytest.fail(f"DIMBYBOT_REQUIRE_DOCKER=1 but {problem}")
         pytest.skip(f"SKIPPED REAL-DOCKER TEST: {problem}")
     return local.DOCKER
+
+
+@pytest.fixture(scope="module")
+def fresh_docker(docker: str) -> Iterator[private_docker.PrivateDocker]:
+    """A private dockerd holding only the local base images: what a fresh CI runner starts with.
+    Its build cache can be wiped without touching the host's (see tests/fresh_docker.py)."""
+    yield from private_docker.start(images=tuple(sorted({image for _, image in LOCAL_BASES})))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

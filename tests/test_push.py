@@ -19,6 +19,7 @@ import pytest
 from ci import local
 from ci.registry import Registry, RegistryAuthError
 from tests.conftest import LOCAL_BASES
+from tests.fresh_docker import PrivateDocker
 from tests.registry_fixture import RunningRegistry, start_registry
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
@@ -32,8 +33,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegist
     yield from start_registry(tmp_path_factory.mktemp("registry"))
 
 
-def cli(root: pathlib.Path, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+def cli(root: pathlib.Path, *args: str, password: str | None = None,
+        docker_host: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": "/usr/bin:" + os.environ["PATH"]}
+    if docker_host:
+        env["DOCKER_HOST"] = docker_host
     env.pop("REGISTRY_PASSWORD", None)
     for name in ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL"):
         env.pop(name, None)
@@ -53,11 +57,6 @@ def images_by_name(report: dict[str, object]) -> dict[str, dict[str, object]]:
     return {i["name"]: i for i in report["images"]}  # type: ignore[index, union-attr]
 
 
-def wipe_builder_cache() -> None:
-    """What an ephemeral CI runner starts with: no local build cache at all."""
-    subprocess.run([local.DOCKER, "buildx", "prune", "--all", "--force"], check=True, capture_output=True)
-
-
 def test_both_images_are_pushed_with_sha_and_latest_at_the_same_digest(registry: RunningRegistry, repo_copy: pathlib.Path) -> None:
     namespace = f"team{uuid.uuid4().hex[:6]}"
     result = cli(repo_copy, "--registry", f"{registry.host}/{namespace}", "--username", registry.username,
@@ -73,18 +72,19 @@ def test_both_images_are_pushed_with_sha_and_latest_at_the_same_digest(registry:
         assert client.tags(repository) == sorted([SHA1, "latest"])
 
 
-def test_ephemeral_runner_rebuild_reuses_every_step_from_the_registry_cache(registry: RunningRegistry, repo_copy: pathlib.Path) -> None:
+def test_ephemeral_runner_rebuild_reuses_every_step_from_the_registry_cache(registry: RunningRegistry, repo_copy: pathlib.Path,
+                                                                           fresh_docker: PrivateDocker) -> None:
     namespace = f"cache{uuid.uuid4().hex[:6]}"
     # A unique code change so the first build really exports fresh layers.
     (repo_copy / "bot" / "dimbybot" / "__init__.py").write_text(f'__version__ = "{uuid.uuid4()}"\n')
     common = ["--registry", f"{registry.host}/{namespace}", "--username", registry.username, "--sha", SHA1,
               "--cache", "registry", "--cache-ref", f"{registry.host}/{namespace}/buildcache", "--format", "json"]
-    first = cli(repo_copy, *common, password=registry.password)
+    first = cli(repo_copy, *common, password=registry.password, docker_host=fresh_docker.host)
     assert first.returncode == 0, first.stderr
     for image in images_by_name(report_of(first)).values():
         assert image["cache_export"] == {"ok": True, "detail": "ok"}
-    wipe_builder_cache()
-    second = cli(repo_copy, *common, password=registry.password)
+    fresh_docker.wipe_build_cache()  # the next run is a new runner: only the registry cache is left
+    second = cli(repo_copy, *common, password=registry.password, docker_host=fresh_docker.host)
     assert second.returncode == 0, second.stderr
     images = images_by_name(report_of(second))
     for name, image in images.items():
