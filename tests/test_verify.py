@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pathlib
 import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from ci import verify
+from ci.errors import InputError
 from tests.oci_layouts import File, make_layout
 
 APP: dict[str, File] = {"app/main.py": (b"print(1)\n", 0o644, 1000), "app/run.sh": (b"#!/bin/sh\n", 0o755, 1000)}
@@ -70,6 +74,28 @@ def test_tarball_input(tmp_path: pathlib.Path) -> None:
         for path in directory.rglob("*"):
             archive.add(path, arcname=str(path.relative_to(directory)))
     assert verify.compare_specs(str(tarball), str(directory)).identical
+
+
+def _tarball_with(tmp_path: pathlib.Path, member: tarfile.TarInfo, data: bytes = b"") -> pathlib.Path:
+    tarball = tmp_path / "evil.tar"
+    with tarfile.open(tarball, "w") as archive:
+        archive.addfile(member, io.BytesIO(data))
+    return tarball
+
+
+@pytest.mark.parametrize("name, kind", [("../escaped", tarfile.REGTYPE), ("/etc/absolute", tarfile.REGTYPE),
+                                        ("blobs/link", tarfile.SYMTYPE)])
+def test_a_tarball_that_would_write_outside_the_layout_or_make_links_is_refused(tmp_path: pathlib.Path, name: str,
+                                                                               kind: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else ""
+    tarball = _tarball_with(tmp_path, member)
+    dest = tmp_path / "inner" / "layout"
+    with pytest.raises(tarfile.TarError):
+        verify.extract_layout(tarball, dest)
+    assert not (tmp_path / "inner" / "escaped").exists() and not (dest / "blobs" / "link").exists()
+    with pytest.raises(InputError, match="not a readable OCI layout tarball"):  # what a user sees
+        verify.compare_specs(str(tarball), str(dest))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
