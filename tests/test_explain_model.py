@@ -45,8 +45,8 @@ def test_continuations_comments_and_flags() -> None:
     dockerfile = parse("FROM x\nRUN --mount=type=cache,target=/c \\\n    # a comment\n    echo a \\\n && echo b\n")
     run = dockerfile.stages[0].steps[1]
     assert run.flag("mount") == "type=cache,target=/c"
-    assert run.rest == "echo a && echo b"
-    assert run.text == "RUN --mount=type=cache,target=/c echo a && echo b"
+    assert run.rest == "echo a  && echo b"  # joined verbatim: the space before each escape is kept
+    assert run.text == "RUN --mount=type=cache,target=/c     echo a  && echo b"
     with pytest.raises(DockerfileError, match="before the first FROM"):
         parse("RUN x\n")
 

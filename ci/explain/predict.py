@@ -24,11 +24,12 @@ import fnmatch
 import hashlib
 import json
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from .dockerfile import Dockerfile, Stage, arg_decls, copy_sources, env_decls, expand, parse
+from .dockerfile import SCRATCH, Dockerfile, DockerfileError, Instruction, Stage, arg_decls, copy_sources, env_decls, expand, mount_options, parse
 from .ignore import IgnoreRules
+from .shell import Lex, ShellError
 from .snapshot import FileInfo, Snapshot, comparable_mode
 
 Status = Literal["hit", "miss"]
@@ -57,6 +58,7 @@ class ModelStep:
     parent: str | None  # label of the step before it in the stage
     files: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     file_stage: str | None = None  # COPY --from / RUN --mount from: the stage it reads
+    from_stage: str | None = None  # the stage this stage is built FROM (first step only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,15 +116,30 @@ class _Context:
             else:
                 self.files[rel] = info
 
-    def select(self, source: str) -> dict[str, tuple[Any, ...]]:
+    def select(self, source: str, excludes: Sequence[str] = (), parents: bool = False) -> dict[str, tuple[Any, ...]]:
+        """The files a COPY/ADD source (a path, directory or glob) takes, minus `--exclude`
+        patterns (matched relative to the copied directory, as BuildKit's copy does)."""
         source = posixpath.normpath(source.lstrip("/")) if source.strip("/") else "."
+        excluded = IgnoreRules.from_patterns(excludes) if excludes else None
         chosen: dict[str, tuple[Any, ...]] = {}
         glob = any(c in source for c in "*?[")
+        depth = source.count("/") + 1
         for rel, info in self.files.items():
-            if source == "." or rel == source or rel.startswith(source + "/") or (glob and _glob_selects(source, rel)):
-                mode = comparable_mode(info.mode, self.build.snapshot.exact_modes)
-                digest = info.link if info.kind == "link" else self.build.snapshot.digest(self.prefix + rel)
-                chosen[rel] = (info.kind, oct(mode), digest)
+            if source == ".":
+                inner = rel
+            elif rel == source:
+                inner = posixpath.basename(rel)
+            elif rel.startswith(source + "/"):
+                inner = rel[len(source) + 1:]
+            elif glob and _glob_selects(source, rel):
+                inner = "/".join(rel.split("/")[depth:]) or posixpath.basename(rel)
+            else:
+                continue
+            if excluded is not None and excluded.ignored(inner):
+                continue
+            mode = comparable_mode(info.mode, self.build.snapshot.exact_modes)
+            digest = info.link if info.kind == "link" else self.build.snapshot.digest(self.prefix + rel)
+            chosen[rel] = (info.kind, oct(mode), digest)
         return chosen
 
 
@@ -132,149 +149,251 @@ def _glob_selects(pattern: str, rel: str) -> bool:
     return len(parts) >= depth and fnmatch.fnmatchcase("/".join(parts[:depth]), pattern)
 
 
-def _needed_stages(dockerfile: Dockerfile, target: str | None) -> list[Stage]:
-    final = dockerfile.stage(target) if target else dockerfile.stages[-1]
-    if final is None:
-        raise ValueError(f"--target: no stage named {target!r}")
-    needed: set[int] = set()
+def _line_error(ins: Instruction, err: Exception) -> DockerfileError:
+    text = str(err)
+    return DockerfileError(text if text.startswith("line ") else f"line {ins.line}: {text}")
 
-    def visit(stage: Stage) -> None:
-        if stage.index in needed:
-            return
-        needed.add(stage.index)
-        refs = [stage.base]
-        for ins in stage.instructions:
-            refs += ins.flag_values("from")
-            for mount in ins.flag_values("mount"):
-                refs += [v for k, _, v in (p.partition("=") for p in mount.split(",")) if k == "from"]
-        for ref in refs:
-            other = dockerfile.stage(ref)
-            if other is not None and other.index < stage.index:
-                visit(other)
 
-    visit(final)
-    return [s for s in dockerfile.stages if s.index in needed]
+def _expand(ins: Instruction, text: str, variables: Mapping[str, str], escape: str) -> str:
+    try:
+        return expand(text, variables, escape)
+    except DockerfileError as err:
+        raise _line_error(ins, err) from None
+
+
+@dataclasses.dataclass
+class _State:
+    """What a stage's next step sees (a stage built FROM another stage starts from its state)."""
+
+    chain: str
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    user: str = ""
+    workdir: str = "/"
+    shell: list[str] = dataclasses.field(default_factory=lambda: ["/bin/sh", "-c"])
+
+
+class _Resolved:
+    """The Dockerfile with global ARGs applied: each stage's expanded base and the stages the target needs."""
+
+    def __init__(self, dockerfile: Dockerfile, build: BuildInput) -> None:
+        self.dockerfile = dockerfile
+        host = _host_platform()
+        self.globals: dict[str, str] = {"BUILDPLATFORM": host, "TARGETPLATFORM": host, "BUILDOS": "linux",
+                                        "TARGETOS": "linux", "BUILDARCH": host.split("/")[1], "TARGETARCH": host.split("/")[1]}
+        automatic = set(self.globals)
+        for ins in dockerfile.global_args:
+            for key, default in arg_decls(ins):
+                if key in build.build_args:
+                    self.globals[key] = build.build_args[key]
+                elif default is not None:
+                    self.globals[key] = _expand(ins, default, self.globals, dockerfile.escape)
+        self.declared_globals = {k: v for k, v in self.globals.items() if k not in automatic or k in build.build_args}
+        self.bases: dict[int, str] = {}
+        for stage in dockerfile.stages:
+            base = _expand(stage.instructions[0], stage.base, self.globals, dockerfile.escape)
+            if not base:
+                raise DockerfileError(f"line {stage.instructions[0].line}: base name ({stage.base}) should not be blank")
+            self.bases[stage.index] = base
+
+    def base_stage(self, stage: Stage) -> Stage | None:
+        return self.dockerfile.base_stage(stage, self.bases[stage.index])
+
+    def needed(self, target: str | None) -> list[Stage]:
+        final = self.dockerfile.stage(target) if target else self.dockerfile.stages[-1]
+        if final is None:
+            raise ValueError(f"--target: no such target stage {target!r}")
+        needed: set[int] = set()
+
+        def visit(stage: Stage) -> None:
+            if stage.index in needed:
+                return
+            needed.add(stage.index)
+            refs = []
+            for ins in stage.instructions:
+                refs += ins.flag_values("from") if ins.keyword == "COPY" else []
+                refs += [mount_options(m).get("from", "") for m in ins.flag_values("mount")]
+            others = [self.dockerfile.stage(ref) for ref in refs if ref]
+            for other in [self.base_stage(stage), *others]:
+                if other is not None:
+                    if other.index > stage.index:
+                        raise DockerfileError(f"cannot copy from stage {other.label_name!r}, it needs to be defined "
+                                              f"before current stage {stage.label_name!r}")
+                    visit(other)
+
+        visit(final)
+        return [s for s in self.dockerfile.stages if s.index in needed]
+
+
+def _host_platform() -> str:
+    import platform
+
+    machine = platform.machine().lower()
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
 
 
 def model(build: BuildInput, context: _Context | None = None) -> list[ModelStep]:
+    """Every step the target builds, with BuildKit's label and a modelled cache key.
+    Raises DockerfileError (one line) for a Dockerfile BuildKit would refuse."""
     text = build.snapshot.read(build.dockerfile)
     if text is None:
         raise FileNotFoundError(f"--dockerfile: {build.dockerfile} not found")
     dockerfile = parse(text)
+    resolved = _Resolved(dockerfile, build)
     context = context or _Context(build)
-    global_defaults: dict[str, str | None] = {}
-    for ins in dockerfile.global_args:
-        for key, default in arg_decls(ins):
-            global_defaults[key] = build.build_args.get(key, expand(default, {k: v for k, v in global_defaults.items() if v is not None})
-                                                        if default is not None else None)
-    globals_set = {k: v for k, v in global_defaults.items() if v is not None}
-    stage_results: dict[int, str] = {}
+    epoch = build.build_args.get("SOURCE_DATE_EPOCH", resolved.declared_globals.get("SOURCE_DATE_EPOCH"))
+    finals: dict[int, _State] = {}
     steps: list[ModelStep] = []
-    for stage in _needed_stages(dockerfile, build.target):
-        prefix = dockerfile.label_prefix(stage)
-        total = len(stage.steps)
-        stage_name = stage.name or f"stage-{stage.index}"
-        env: dict[str, str] = {}
-        args: dict[str, str] = {}
-        user, workdir, shell = "", "/", ["/bin/sh", "-c"]
-        chain = ""
-        position = 0
-        parent_label: str | None = None
-        for ins in stage.instructions:
-            variables = {**args, **env}
-            if ins.keyword == "ARG":
-                for key, default in arg_decls(ins):
-                    if key in build.build_args:
-                        args[key] = build.build_args[key]
-                    elif default is not None:
-                        args[key] = expand(default, variables)
-                    elif key in globals_set:
-                        args[key] = globals_set[key]
-                continue
-            if ins.keyword == "ENV":
-                for key, value in env_decls(ins):
-                    env[key] = expand(value, variables)
-                continue
-            if ins.keyword == "USER":
-                user = expand(ins.args, variables)
-                continue
-            if ins.keyword == "SHELL":
-                shell = json.loads(ins.args)
-                continue
-            if ins.keyword not in ("FROM", "RUN", "COPY", "ADD", "WORKDIR"):
-                continue
-            position += 1
-            label = f"{prefix}{position}/{total}"
-            step = ModelStep(label=label, stage=stage_name, position=position, instruction=ins.text, keyword=ins.keyword,
-                             key="", parts={}, parent=parent_label)
-            if ins.keyword == "FROM":
-                base = expand(stage.base, globals_set)
-                source_stage = dockerfile.stage(base)
-                if source_stage is not None and source_stage.index < stage.index:
-                    step.parts = {"stage": stage_results[source_stage.index]}
-                    step.file_stage = source_stage.name or f"stage-{source_stage.index}"
-                else:
-                    step.parts = {"base": base, "platform": ins.flag("platform")}
-                step.key = _hash(step.parts)
-                chain = step.key
-            elif ins.keyword == "WORKDIR":
-                workdir = posixpath.normpath(posixpath.join(workdir, expand(ins.args, variables)))
-                step.parts = {"workdir": workdir}
-                step.key = _hash([chain, "WORKDIR", step.parts])
-                chain = step.key
-            elif ins.keyword == "RUN":
-                mounts = []
-                for mount in ins.flag_values("mount"):
-                    spec = dict(p.partition("=")[::2] for p in mount.split(","))
-                    entry: dict[str, Any] = {k: v for k, v in spec.items()}
-                    if spec.get("type", "bind") == "bind":
-                        source_ref = spec.get("from")
-                        if source_ref and dockerfile.stage(source_ref) is not None:
-                            entry["content"] = stage_results.get(dockerfile.stage(source_ref).index)  # type: ignore[union-attr]
-                            step.file_stage = source_ref
-                        elif not source_ref:
-                            mounted = context.select(spec.get("source", spec.get("src", ".")))
-                            entry["content"] = _hash(mounted)
-                            step.files.update(mounted)
-                    mounts.append(entry)
-                step.parts = {"cmd": ins.args if not ins.flag_values("mount") else ins.rest, "flags": sorted(
-                    (k, v) for k, v in ins.flags if k != "mount"), "mounts": mounts, "env": sorted(env.items()),
-                    "args": sorted(args.items()), "user": user, "workdir": workdir, "shell": shell}
-                step.key = _hash([chain, "RUN", step.parts])
-                chain = step.key
-            else:  # COPY / ADD
-                sources, dest = copy_sources(ins)
-                sources = [expand(s, variables) for s in sources]
-                dest = posixpath.normpath(posixpath.join(workdir, expand(dest, variables))) + ("/" if dest.endswith("/") else "")
-                from_ref = ins.flag("from")
-                content: Any
-                if from_ref is not None:
-                    other = dockerfile.stage(expand(from_ref, globals_set))
-                    if other is not None:
-                        content = {"stage": stage_results.get(other.index), "paths": sources}
-                        step.file_stage = other.name or f"stage-{other.index}"
-                    else:
-                        content = {"image": expand(from_ref, globals_set), "paths": sources}
-                else:
-                    files: dict[str, tuple[Any, ...]] = {}
-                    remote = []
-                    for src in sources:
-                        if "://" in src:
-                            remote.append(src)
-                        else:
-                            files.update(context.select(src))
-                    step.files = files
-                    content = {"files": files, "remote": remote, "sources": sources}
-                link = ins.flag("link") in ("true", "")
-                step.parts = {"op": ins.keyword, "dest": dest, "chown": ins.flag("chown"), "chmod": ins.flag("chmod"),
-                              "link": link, "content": content}
-                own = _hash([ins.keyword, step.parts])
-                step.key = own if link else _hash([chain, own])
-                chain = _hash([chain, own]) if link else step.key
-            steps.append(step)
-            parent_label = label
-        stage_results[stage.index] = chain
+    for stage in resolved.needed(build.target):
+        steps += _stage_steps(stage, resolved, build, context, finals, epoch)
     return steps
+
+
+def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: _Context,
+                 finals: dict[int, _State], epoch: str | None) -> list[ModelStep]:
+    dockerfile, escape = resolved.dockerfile, resolved.dockerfile.escape
+    base = resolved.bases[stage.index]
+    parent_stage = resolved.base_stage(stage)
+    from_ins = stage.instructions[0]
+    from_vertex = parent_stage is None and base != SCRATCH
+    total = int(from_vertex) + sum(1 for i in stage.instructions if i.keyword in ("RUN", "COPY", "ADD", "WORKDIR"))
+    prefix = dockerfile.label_prefix(stage)
+    steps: list[ModelStep] = []
+    position = 0
+    parent_label: str | None = None
+
+    def emit(ins: Instruction, parts: dict[str, Any], key: str, **extra: Any) -> ModelStep:
+        nonlocal position, parent_label
+        position += 1
+        label = f"{prefix}{position}/{total}"
+        step = ModelStep(label=label, stage=stage.label_name, position=position, instruction=ins.text,
+                         keyword=ins.keyword, key=key, parts=parts, parent=parent_label, **extra)
+        if parent_label is None and parent_stage is not None:
+            step.from_stage = parent_stage.label_name
+        steps.append(step)
+        parent_label = label
+        return step
+
+    if parent_stage is not None:
+        inherited = finals[parent_stage.index]
+        state = dataclasses.replace(inherited, env=dict(inherited.env), shell=list(inherited.shell))
+    else:
+        platform = from_ins.flag("platform")
+        parts: dict[str, Any] = {"base": base, "platform": _expand(from_ins, platform, resolved.globals, escape)
+                                 if platform else resolved.globals["TARGETPLATFORM"]}
+        state = _State(_hash(parts))
+        if from_vertex:
+            emit(from_ins, parts, state.chain)
+    args: dict[str, str] = {}
+    for ins in stage.instructions[1:]:
+        variables = {**args, **state.env}
+        if ins.keyword == "ARG":
+            for key, default in arg_decls(ins):
+                if key in build.build_args:
+                    args[key] = build.build_args[key]
+                elif default is not None:
+                    args[key] = _expand(ins, default, variables, escape)
+                elif key in resolved.globals:
+                    args[key] = resolved.globals[key]
+                variables = {**args, **state.env}
+        elif ins.keyword == "ENV":
+            for key, value in env_decls(ins):
+                state.env[_expand(ins, key, variables, escape)] = _expand(ins, value, variables, escape)
+                variables = {**args, **state.env}
+        elif ins.keyword == "USER":
+            state.user = _expand(ins, ins.words[0], variables, escape)
+        elif ins.keyword == "SHELL":
+            state.shell = list(ins.words)
+        elif ins.keyword == "WORKDIR":
+            state.workdir = posixpath.normpath(posixpath.join(state.workdir, _expand(ins, ins.words[0], variables, escape)))
+            if state.workdir != "/":  # BuildKit counts WORKDIR / but makes no step of it
+                parts = {"workdir": state.workdir, "user": state.user, "epoch": epoch}
+                state.chain = _hash([state.chain, "WORKDIR", parts])
+                emit(ins, parts, state.chain)
+        elif ins.keyword == "RUN":
+            parts, files, file_stage = _run_parts(ins, state, args, variables, resolved, context, finals, escape)
+            state.chain = _hash([state.chain, "RUN", parts])
+            emit(ins, parts, state.chain, files=files, file_stage=file_stage)
+        elif ins.keyword in ("COPY", "ADD"):
+            parts, files, file_stage = _copy_parts(ins, state, variables, resolved, context, finals, escape)
+            own = _hash([ins.keyword, parts])
+            link = parts["link"]
+            key = own if link else _hash([state.chain, own])
+            state.chain = _hash([state.chain, own]) if link else key
+            emit(ins, parts, key, files=files, file_stage=file_stage)
+    finals[stage.index] = state
+    return steps
+
+
+def _stage_content(ref: str, resolved: _Resolved, finals: Mapping[int, _State]) -> tuple[Any, str | None]:
+    """What `--from=ref` reads: a stage's result (and its name), or an image."""
+    other = resolved.dockerfile.stage(ref)
+    if other is not None:
+        return {"stage": finals[other.index].chain}, other.label_name
+    return {"image": ref}, None
+
+
+def _run_parts(ins: Instruction, state: _State, args: Mapping[str, str], variables: Mapping[str, str],
+               resolved: _Resolved, context: _Context, finals: Mapping[int, _State],
+               escape: str) -> tuple[dict[str, Any], dict[str, tuple[Any, ...]], str | None]:
+    mounts: list[dict[str, Any]] = []
+    files: dict[str, tuple[Any, ...]] = {}
+    file_stage = None
+    for spec in ins.flag_values("mount"):
+        options = {k: _expand(ins, v, variables, escape) for k, v in mount_options(spec).items()}
+        entry: dict[str, Any] = dict(options)
+        if options.get("type", "bind") == "bind":
+            if options.get("from"):
+                entry["content"], file_stage = _stage_content(options["from"], resolved, finals)
+            else:
+                mounted = context.select(options.get("source", "."))
+                entry["content"] = _hash(mounted)
+                files.update(mounted)
+        mounts.append(entry)
+    command: Any = list(ins.words) if ins.json else [*state.shell, ins.rest]
+    parts = {"cmd": command, "heredocs": [(h.name, h.data, h.fd) for h in ins.heredocs],
+             "flags": sorted((k, v) for k, v in ins.flags if k != "mount"), "mounts": mounts,
+             "env": sorted(state.env.items()), "args": sorted(args.items()), "user": state.user,
+             "workdir": state.workdir, "shell": state.shell}
+    return parts, files, file_stage
+
+
+def _copy_parts(ins: Instruction, state: _State, variables: Mapping[str, str], resolved: _Resolved,
+                context: _Context, finals: Mapping[int, _State],
+                escape: str) -> tuple[dict[str, Any], dict[str, tuple[Any, ...]], str | None]:
+    sources, dest = copy_sources(ins)
+    sources = [_expand(ins, s, variables, escape) for s in sources]
+    dest_text = _expand(ins, dest, variables, escape)
+    dest = posixpath.normpath(posixpath.join(state.workdir, dest_text)) + ("/" if dest_text.endswith("/") else "")
+    excludes = [_expand(ins, p, variables, escape) for p in ins.flag_values("exclude")]
+    from_ref = ins.flag("from") if ins.keyword == "COPY" else None
+    files: dict[str, tuple[Any, ...]] = {}
+    file_stage = None
+    content: Any
+    if from_ref:
+        content, file_stage = _stage_content(from_ref, resolved, finals)
+        content = {**content, "paths": sources}
+    else:
+        remote = [s for s in sources if "://" in s or s.startswith("git@")]
+        if remote and ins.keyword == "COPY":
+            raise DockerfileError(f"line {ins.line}: source can't be a URL for COPY")
+        for src in sources:
+            if src not in remote:
+                files.update(context.select(src, excludes, parents=ins.flag("parents") == "true"))
+        content = {"files": files, "remote": remote, "sources": sources}
+    heredocs = []
+    for doc in ins.heredocs:
+        data = doc.data
+        if doc.expand:
+            try:
+                data = Lex(escape, raw_quotes=True, skip_unset=True).process_word(data, variables)
+            except ShellError:
+                pass
+        heredocs.append((doc.name, data))
+    parts = {"op": ins.keyword, "dest": dest, "chown": _expand(ins, ins.flag("chown") or "", variables, escape),
+             "chmod": ins.flag("chmod"), "link": ins.flag("link") == "true", "content": content, "heredocs": heredocs,
+             "exclude": excludes, "parents": ins.flag("parents"), "checksum": ins.flag("checksum"),
+             "unpack": ins.flag("unpack")}
+    return parts, files, file_stage
 
 
 def _describe_files(base: Mapping[str, tuple[Any, ...]], head: Mapping[str, tuple[Any, ...]],
@@ -313,8 +432,7 @@ def _reason(head: ModelStep, base: ModelStep | None, base_steps: Mapping[str, Mo
     if head.keyword == "FROM":
         if hp.get("base") != bp.get("base"):
             return f"base image changed: {bp.get('base')} -> {hp.get('base')}", []
-        if hp.get("stage") != bp.get("stage"):
-            return f"builds on stage {head.file_stage}, which was rebuilt", []
+        return f"platform changed: {bp.get('platform')} -> {hp.get('platform')}", []
     for name, what in (("args", "build arg"), ("env", "ENV")):
         if hp.get(name) != bp.get(name):
             old, new = dict(bp.get(name) or []), dict(hp.get(name) or [])
@@ -334,6 +452,9 @@ def _reason(head: ModelStep, base: ModelStep | None, base_steps: Mapping[str, Mo
                 "so it still hits if the rebuilt files are byte-identical"), []
     if head.parts != base.parts:
         return "step inputs changed", []
+    if head.parent is None and head.from_stage:
+        culprit = next((label for label, s in base_steps.items() if s.stage == head.from_stage and misses.get(label)), None)
+        return f"builds on stage {head.from_stage}, which was rebuilt" + (f" (its step {culprit} missed)" if culprit else ""), []
     return f"follows the miss at {head.parent}", []
 
 

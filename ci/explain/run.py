@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pathlib
+import posixpath
 import subprocess
 from collections.abc import Mapping, Sequence
 
 from .. import config as project_config
 from ..errors import InputError
+from .dockerfile import DockerfileError
+from .ignore import IgnorePatternError
 from .predict import BuildInput, ImagePrediction, compare
 from .snapshot import DirSnapshot, GitSnapshot, Snapshot
 
@@ -64,6 +67,10 @@ def explain_repository(repo: pathlib.Path, base: str | None = None, head: str | 
         try:
             results.append(compare(name, BuildInput(base_snapshot, file, ctx, merged, stage),
                                    BuildInput(head_snapshot, file, ctx, merged, stage)))
+        except DockerfileError as err:
+            raise InputError("--dockerfile", f"{file}: {err}") from None
+        except IgnorePatternError as err:
+            raise InputError("--context", f"{posixpath.join(ctx, '.dockerignore')}: {err}") from None
         except ValueError as err:
             raise InputError("--target", str(err).removeprefix("--target: ")) from None
     return results
