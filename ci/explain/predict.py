@@ -31,6 +31,7 @@ from .dockerfile import SCRATCH, Dockerfile, DockerfileError, Instruction, Stage
 from .ignore import IgnoreRules
 from .shell import Lex, ShellError
 from .snapshot import FileInfo, Snapshot, comparable_mode
+from .syntax import parse_heredoc
 
 Status = Literal["hit", "miss"]
 
@@ -245,7 +246,10 @@ def model(build: BuildInput, context: _Context | None = None) -> list[ModelStep]
     steps: list[ModelStep] = []
     for stage in resolved.needed(build.target):
         steps += _stage_steps(stage, resolved, build, context, finals, epoch)
-    return steps
+    # Identical steps in two stages (same parent, same inputs) are one vertex in BuildKit,
+    # shown under the later stage's label: keep only that one.
+    last = {step.key: index for index, step in enumerate(steps)}
+    return [step for index, step in enumerate(steps) if last[step.key] == index]
 
 
 def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: _Context,
@@ -315,11 +319,10 @@ def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: 
             emit(ins, parts, state.chain, files=files, file_stage=file_stage)
         elif ins.keyword in ("COPY", "ADD"):
             parts, files, file_stage = _copy_parts(ins, state, variables, resolved, context, finals, escape)
-            own = _hash([ins.keyword, parts])
-            link = parts["link"]
-            key = own if link else _hash([state.chain, own])
-            state.chain = _hash([state.chain, own]) if link else key
-            emit(ins, parts, key, files=files, file_stage=file_stage)
+            # With --link the copy itself does not depend on the parent, but BuildKit joins it to
+            # the parent in a second vertex that reruns when the parent changes; both are one step.
+            state.chain = _hash([state.chain, _hash([ins.keyword, parts])])
+            emit(ins, parts, state.chain, files=files, file_stage=file_stage)
     finals[stage.index] = state
     return steps
 
@@ -349,12 +352,25 @@ def _run_parts(ins: Instruction, state: _State, args: Mapping[str, str], variabl
                 entry["content"] = _hash(mounted)
                 files.update(mounted)
         mounts.append(entry)
-    command: Any = list(ins.words) if ins.json else [*state.shell, ins.rest]
-    parts = {"cmd": command, "heredocs": [(h.name, h.data, h.fd) for h in ins.heredocs],
+    parts = {"cmd": _run_command(ins, state),
              "flags": sorted((k, v) for k, v in ins.flags if k != "mount"), "mounts": mounts,
              "env": sorted(state.env.items()), "args": sorted(args.items()), "user": state.user,
              "workdir": state.workdir, "shell": state.shell}
     return parts, files, file_stage
+
+
+def _run_command(ins: Instruction, state: _State) -> Any:
+    """The argv BuildKit runs: a lone `<<EOF` runs the heredoc's text itself (its name does
+    not count; with `#!` it runs the text as a file named after it), any other heredoc line
+    is handed to the shell with the bodies appended."""
+    if ins.json:
+        return list(ins.words)
+    if not ins.heredocs:
+        return [*state.shell, ins.rest]
+    if parse_heredoc(ins.rest) is not None:
+        data = ins.heredocs[0].data
+        return ["/dev/pipes/" + ins.heredocs[0].name, data] if data.startswith("#!") else [*state.shell, data]
+    return [*state.shell, ins.rest + "".join(f"\n{h.content}{h.name}" for h in ins.heredocs)]
 
 
 def _copy_parts(ins: Instruction, state: _State, variables: Mapping[str, str], resolved: _Resolved,
