@@ -6,6 +6,7 @@ Exit status: 0 success, 1 a build/push/check failed, 2 bad input (nothing was do
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import os
 import pathlib
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, cache, config, gitinfo, local, pipeline, progress, report, tags
+from . import __version__, cache, cli_trends, config, gitinfo, local, pipeline, progress, report, runinfo, tags
 from .errors import InputError, PipelineError
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("trends")(cli_trends.trends_command)  # its own module: the verb has many options
 # Data (Dockerfile text, paths) is never markup or emoji: `dimbybot:x:10001` must print as is.
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
@@ -132,10 +134,11 @@ def build_and_push(
     if summary_file:
         with summary_file.open("a") as stream:
             stream.write(report.to_markdown(result))
+    run_info = runinfo.current(root, os.environ, datetime.datetime.now(datetime.UTC), (tag_plan.sha if tag_plan else sha) or None)
     if report_file:
-        report_file.write_text(report.to_json(result))
+        report_file.write_text(report.to_json(result, run_info))
     if output_format is OutputFormat.json:
-        typer.echo(report.to_json(result))
+        typer.echo(report.to_json(result, run_info))
     elif output_format is OutputFormat.markdown:
         typer.echo(report.to_markdown(result))
     else:

@@ -6,7 +6,10 @@ JSON schema "dimbybot2.build-report/1":
    "images": [{"name", "digest", "refs": [...], "cached_steps", "total_steps", "hit_ratio",
                "duration", "cache_import": {"ok": bool|null, "detail"},
                "cache_export": {...}, "warnings": [...], "error": str|null,
-               "steps": [{"label", "instruction", "cached", "duration", "error"}]}]}
+               "steps": [{"label", "instruction", "cached", "duration", "error"}]}],
+   optional, for trends (readers must accept reports without them):
+   "run": {"commit", "branch", "time" (ISO 8601 UTC), "workflow", "run_id", "run_number", "url"},
+   per image "cache_usage": {"scope", "bytes", "quota_bytes"}}
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ def image_dict(result: ImageResult) -> dict[str, Any]:
     }
 
 
-def to_json(result: PipelineResult) -> str:
+def to_json(result: PipelineResult, run: dict[str, Any] | None = None) -> str:
+    """`run` (see runinfo.current) says which commit, branch, time and workflow run made it."""
     return json.dumps({
         "schema": SCHEMA, "ok": result.ok, "cache_backend": result.cache_backend,
         "duration": round(result.duration, 3), "hit_goal": CACHE_HIT_GOAL,
         "images": [image_dict(i) for i in result.images],
+        **({"run": run} if run is not None else {}),
     }, indent=2)
 
 
@@ -150,3 +155,26 @@ def statuses_of_json(data: dict[str, Any], image: str | None = None) -> dict[str
 def _label_order(label: str) -> tuple[str, int]:
     stage, _, counter = label.rpartition(" ")
     return stage, int(counter.split("/")[0]) if counter.split("/")[0].isdigit() else 0
+
+
+def _mermaid_label(text: str) -> str:
+    return '"' + text.replace('"', "'").replace("\n", " ")[:24] + '"'
+
+
+def mermaid_trend(image: str, points: list[tuple[str, float, float]], goal: float = CACHE_HIT_GOAL) -> str:
+    """Two Mermaid xy charts of one image over runs, for the step summary: duration (bars) and
+    hit ratio (bars, with the goal as a line). `points` are (label, seconds, hit ratio), oldest
+    first; the caller labels the current run, e.g. "this run"."""
+    if not points:
+        return ""
+    labels = ", ".join(_mermaid_label(label) for label, _, _ in points)
+    durations = ", ".join(f"{seconds:.1f}" for _, seconds, _ in points)
+    top = max(seconds for _, seconds, _ in points)
+    ratios = ", ".join(f"{ratio * 100:.0f}" for _, _, ratio in points)
+    return "\n".join([
+        "```mermaid", "xychart-beta", f'  title "{_mermaid_text(image)}: build duration (s)"', f"  x-axis [{labels}]",
+        f'  y-axis "seconds" 0 --> {max(1, int(top * 1.15) + 1)}', f"  bar [{durations}]", "```", "",
+        "```mermaid", "xychart-beta", f'  title "{_mermaid_text(image)}: cache hit ratio (%), goal {goal:.0%}"',
+        f"  x-axis [{labels}]", '  y-axis "hit %" 0 --> 100', f"  bar [{ratios}]",
+        f"  line [{', '.join(f'{goal * 100:.0f}' for _ in points)}]", "```",
+    ])
