@@ -169,3 +169,48 @@ def test_the_repository_bot_image_misses_only_its_code_copy_after_a_code_change(
     assert [s.label for s in result.steps][:4] == ["deps 2/4", "deps 3/4", "deps 4/4", "runtime 1/5"]
     assert [(s.label, s.changed_files) for s in result.steps if s.status == "miss"] == [
         ("runtime 5/5", ("bot/dimbybot/music.py",))]
+
+
+def labels(tmp_path: pathlib.Path, dockerfile: str) -> list[str]:
+    from ci.explain.predict import model
+
+    write(tmp_path, {"Dockerfile": dockerfile, "x": "x\n"})
+    return [s.label for s in model(BuildInput(DirSnapshot(tmp_path), "Dockerfile", "."))]
+
+
+def test_a_stage_built_from_a_stage_has_no_from_step(tmp_path: pathlib.Path) -> None:
+    text = "FROM img AS base\nRUN echo a\nFROM base AS deps\nCOPY x /x\nRUN cat /x\n"
+    assert labels(tmp_path, text) == ["base 1/2", "base 2/2", "deps 1/2", "deps 2/2"]
+
+
+def test_scratch_and_workdir_root_are_counted_as_buildkit_counts_them(tmp_path: pathlib.Path) -> None:
+    # FROM scratch is no step; WORKDIR / counts in the total but makes no step.
+    assert labels(tmp_path, "FROM scratch\nCOPY x /x\nWORKDIR /\nWORKDIR /w\n") == ["1/3", "2/3"]
+
+
+def explain_pair(tmp_path: pathlib.Path, base_text: str, head_text: str, files: dict[str, str] | None = None,
+                 head_files: dict[str, str] | None = None, **args: str) -> dict[str, str]:
+    base = write(tmp_path / "b", {"Dockerfile": base_text, **(files or {})})
+    head = write(tmp_path / "h", {"Dockerfile": head_text, **(files or {}), **(head_files or {})})
+    result = compare("t", BuildInput(DirSnapshot(base), "Dockerfile", "."), BuildInput(DirSnapshot(head), "Dockerfile", ".", args))
+    return {s.label: s.status for s in result.steps}
+
+
+def test_copy_exclude_keeps_excluded_files_out_of_the_key(tmp_path: pathlib.Path) -> None:
+    text = "FROM img\nCOPY --exclude=*.tmp app/ /app/\n"
+    files = {"app/a.txt": "a\n", "app/b.tmp": "b\n"}
+    assert explain_pair(tmp_path, text, text, files, {"app/b.tmp": "changed\n"})["2/2"] == "hit"
+    assert explain_pair(tmp_path / "2", text, text, files, {"app/a.txt": "changed\n"})["2/2"] == "miss"
+
+
+def test_add_checksum_and_heredoc_bodies_are_part_of_the_key(tmp_path: pathlib.Path) -> None:
+    add = "FROM img\nADD --checksum=sha256:{} https://example.invalid/f /f\n"
+    assert explain_pair(tmp_path, add.format("a" * 64), add.format("b" * 64))["2/2"] == "miss"
+    heredoc = "FROM img\nRUN <<EOF\necho {}\nEOF\n"
+    assert explain_pair(tmp_path / "2", heredoc.format(1), heredoc.format(2))["2/2"] == "miss"
+    assert explain_pair(tmp_path / "3", heredoc.format(1), heredoc.format(1).replace("EOF", "END"))["2/2"] == "hit"
+
+
+def test_source_date_epoch_changes_workdir_keys(tmp_path: pathlib.Path) -> None:
+    text = "FROM img\nWORKDIR /app\nRUN true\n"
+    assert explain_pair(tmp_path, text, text, SOURCE_DATE_EPOCH="1")["2/3"] == "miss"
