@@ -34,7 +34,8 @@ def render(collection: Collection, path: pathlib.Path, title: str = "dimbybot2 b
     labels = [run.info.short for run in runs]
     positions = {id(run): index for index, run in enumerate(runs)}
     goal = runs[-1].hit_goal if runs else 0.7
-    with matplotlib.rc_context({"svg.hashsalt": "dimbybot2-trends", "font.size": 9}):
+    # Text stays text in the SVG (searchable, small), ids are fixed: the same data gives the same bytes.
+    with matplotlib.rc_context({"svg.hashsalt": "dimbybot2-trends", "svg.fonttype": "none", "font.size": 9}):
         figure = Figure(figsize=(max(6.0, 0.5 * len(runs) + 3), 5.5), layout="constrained")
         duration_axes, ratio_axes = figure.subplots(2, 1, sharex=True)
         flagged = False
