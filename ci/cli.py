@@ -383,6 +383,77 @@ def verify_determinism(
     raise typer.Exit(0 if all(r.comparison.identical for r in results) else 1)
 
 
+@app.command("debug")
+def debug_step(
+    image: Annotated[str, typer.Option(help="Configured image (see pyproject.toml; default images: bot, lavalink).")],
+    step: Annotated[str, typer.Option(help="A step label as explain and BuildKit print it (`deps 4/4`), or first-miss: "
+                                      "the first step explain predicts will miss from --base to the working tree.")],
+    at: Annotated[str, typer.Option(help="before: the state the step starts from; after: the state it leaves.")] = "before",
+    base: Annotated[str | None, typer.Option(help="Base revision for first-miss and for what changed (default: merge-base "
+                                             "with the default branch).")] = None,
+    exec_command: Annotated[str | None, typer.Option("--exec", help="Run this shell command there instead of an interactive "
+                                                     "shell; its exit code is debug's.")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the debug image (its tag is printed) instead of removing it afterwards.")] = False,
+    cache_backend: Annotated[cache.Backend, typer.Option("--cache", help="The cache the real build imports (as build-and-push); "
+                                                         "nothing is exported.")] = cache.Backend.AUTO,
+    cache_ref: Annotated[str, typer.Option(help="Repository of the registry cache, as for build-and-push.")] = "",
+    cache_bust: Annotated[str, typer.Option(help="Cache scope suffix, as for build-and-push.")] = "",
+    build_arg: Annotated[list[str] | None, typer.Option(help="Extra build arg NAME=value, as the real build gets it (repeatable).")] = None,
+    source_date_epoch: Annotated[int, typer.Option(help="SOURCE_DATE_EPOCH, as the real build gets it.")] = 0,
+    repo: Annotated[pathlib.Path, typer.Option(help="Repository root.")] = pathlib.Path("."),
+    work_dir: Annotated[pathlib.Path | None, typer.Option(help="Where the cut Dockerfile and progress log go (default: REPO/.work/debug).")] = None,
+) -> None:
+    """Open a shell (or run --exec) in the build's state just before or after one Dockerfile step.
+
+    The Dockerfile is cut at the step and built with the real build's build args and cache
+    imports, so every earlier step comes from the cache. Also prints what the step's cache
+    key saw change from --base to the working tree.
+    """
+    import secrets
+    import subprocess
+
+    from . import debug
+    from .model import Output
+
+    root = repo.resolve()
+    try:
+        extra_args = pipeline.parse_build_args(build_arg or [])
+        options = pipeline.PipelineOptions(registry=None, tag_plan=None, images=(image,), source_date_epoch=source_date_epoch,
+                                           cache=cache.CacheOptions(backend=cache_backend, bust=cache_bust, cache_ref=cache_ref or None,
+                                                                    gha_tokens=all(os.environ.get(n) for n in cache.GHA_ENV)),
+                                           build_args=extra_args)
+        (image_plan,) = pipeline.plan(config.load(root), options, root=root)
+        prepared = debug.prepare(root, image, step, at, base, dict(extra_args))
+    except InputError as error:
+        fail_input(error)
+    for line in prepared.summary():
+        say(line)
+    work = (work_dir or root / ".work" / "debug").resolve() / f"{image}-{secrets.token_hex(3)}"
+    work.mkdir(parents=True, exist_ok=True)
+    dockerfile = pathlib.Path(debug.cut_path(image_plan.request.dockerfile, str(work)))
+    dockerfile.write_text(prepared.cut.dockerfile)
+    if prepared.dockerignore is not None:
+        dockerfile.with_name(dockerfile.name + ".dockerignore").write_text(prepared.dockerignore)
+    tag = f"dimbybot2-debug/{image}:{prepared.cut.at}-{'-'.join(prepared.cut.label.replace('/', ' ').split())}-{work.name[-6:]}"
+    request = debug.cut_request(image_plan.request, str(dockerfile), Output("load", names=(tag,)))
+    with local.docker_config() as env:
+        built = local.run_build(request, root, work, env)
+        if not built.ok:
+            say(f"error: the build failed before reaching {prepared.cut.label}: {built.log.error or built.stderr_tail.strip()[-300:]}")
+            raise typer.Exit(1)
+        say(f"  reached in {built.seconds:.1f} s ({built.log.cached_count}/{len(built.log.cacheable)} steps from the cache)"
+            + (f"; kept as {tag}" if keep else ""))
+        if exec_command is None:
+            say("  shell: `exit` to leave")
+        try:
+            code = subprocess.run(debug.shell_argv(local.DOCKER, tag, exec_command, prepared.cut.run_env, sys.stdin.isatty()),
+                                  env=env, check=False).returncode
+        finally:
+            if not keep:
+                subprocess.run([local.DOCKER, "image", "rm", "--force", tag], env=env, capture_output=True, check=False)
+    raise typer.Exit(code)
+
+
 def run() -> None:
     """The console script: like `app()`, but click's usage errors (unknown option, bad choice,
     missing option) are one line naming the argument, exit 2, instead of a framed panel."""
