@@ -22,7 +22,10 @@ from typing import IO, Any, Literal
 
 Format = Literal["rawjson", "plain"]
 
-_LABEL = re.compile(r"^\[(?P<label>(?:(?P<stage>[^\]\s]+) )?(?P<k>\d+)/(?P<n>\d+))\] (?P<instr>.*)$", re.S)
+# BuildKit's step prefix: an optional platform (multi-platform builds), an optional stage name,
+# then the step number right-aligned to the width of the total: `[deps  3/12]`, `[ 3/12]`.
+_LABEL = re.compile(r"^\[(?:(?P<platform>[^\]\s/]+/[^\]\s]+) )?(?:(?P<stage>[^\]\s]+) )?\s*(?P<k>\d+)/(?P<n>\d+)\] (?P<instr>.*)$",
+                    re.S)
 _PLAIN_LINE = re.compile(r"^#(?P<id>\d+) (?P<rest>.*)$")
 _PLAIN_DONE = re.compile(r"^DONE (?P<secs>[0-9.]+)s$")
 _CHUNK = 1 << 16
@@ -48,8 +51,12 @@ class Step:
 
     @property
     def label(self) -> str | None:
+        """`stage k/n` (or `k/n`) without BuildKit's padding, as explain writes it."""
         m = self._match
-        return m["label"] if m else None
+        if not m:
+            return None
+        number = f"{int(m['k'])}/{int(m['n'])}"
+        return f"{m['stage']} {number}" if m["stage"] else number
 
     @property
     def stage(self) -> str | None:

@@ -99,3 +99,18 @@ def test_copy_link_reports_two_vertices_that_are_one_step() -> None:
     assert [s.label for s in log.cacheable] == ["2/6", "3/6", "4/6", "5/6", "6/6"]
     last = log.cacheable[-1]
     assert (last.instruction, last.cached) == ("COPY --link a.txt /c.txt", False)
+
+
+def test_padded_step_numbers_of_long_stages_keep_their_labels() -> None:
+    # BuildKit right-aligns the step number to the width of the total (seen on Docker 28.5 with
+    # an 11-step stage: `#10 [stage-1  7/11] RUN echo b6`); multi-platform builds prefix the
+    # platform. The label must be the one explain predicts, without the padding.
+    plain = ("#4 [stage-1  1/11] FROM docker.io/library/debian:bookworm\n#4 DONE 0.0s\n"
+             "#10 [stage-1  7/11] RUN echo b6\n#10 CACHED\n"
+             "#13 [stage-1 10/11] RUN echo b9\n#13 DONE 0.2s\n"
+             "#20 [ 9/12] COPY a /a\n#20 DONE 0.1s\n"
+             "#21 [linux/arm/v7 deps  2/10] RUN make\n#21 DONE 1.0s\n")
+    log = progress.parse_stream(io.StringIO(plain))
+    assert [(s.label, s.cached) for s in log.cacheable] == [  # ordered by stage, then step number
+        ("9/12", False), ("deps 2/10", False), ("stage-1 7/11", True), ("stage-1 10/11", False)]
+    assert log.by_label["deps 2/10"].instruction == "RUN make"
