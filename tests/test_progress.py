@@ -113,4 +113,4 @@ def test_padded_step_numbers_of_long_stages_keep_their_labels() -> None:
     log = progress.parse_stream(io.StringIO(plain))
     assert [(s.label, s.cached) for s in log.cacheable] == [  # ordered by stage, then step number
         ("9/12", False), ("deps 2/10", False), ("stage-1 7/11", True), ("stage-1 10/11", False)]
-    assert log.by_label["deps 2/10"].instruction == "RUN make"
+    assert log.by_label()["deps 2/10"].instruction == "RUN make"
