@@ -45,7 +45,6 @@ class CacheOptions:
     bust: str = ""
     cache_ref: str | None = None  # registry backend: repository for cache manifests
     gha_tokens: bool = False  # whether ACTIONS_* values were given (never the values)
-    gha_repository: str | None = None
     export_timeout: str = "10m"
 
     def __post_init__(self) -> None:
@@ -55,8 +54,6 @@ class CacheOptions:
             raise InputError("--cache-bust", f"letters, digits, '.', '_' and '-' only (40 at most), got {self.bust!r}")
         if not _TIMEOUT.match(self.export_timeout):
             raise InputError("--cache-timeout", f"a duration like 10m or 90s, got {self.export_timeout!r}")
-        if self.gha_repository is not None and not re.match(r"^[\w.-]+/[\w.-]+$", self.gha_repository):
-            raise InputError("--gha-repository", f"expected OWNER/NAME, got {self.gha_repository!r}")
 
 
 def resolve(options: CacheOptions) -> Backend:
@@ -87,8 +84,6 @@ def specs(image: ImageConfig, options: CacheOptions) -> tuple[tuple[CacheSpec, .
         common = (("scope", name), ("version", "2"))
         imports = CacheSpec("gha", common, env=GHA_ENV)
         export_attrs = [*common, ("mode", options.mode), ("ignore-error", "true"), ("timeout", options.export_timeout)]
-        if options.gha_repository:
-            export_attrs.append(("repository", options.gha_repository))
         return (imports,), (CacheSpec("gha", tuple(export_attrs), env=GHA_ENV),)
     if backend == Backend.REGISTRY:
         ref = f"{options.cache_ref}:{name}"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -18,12 +18,12 @@ import anyio
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
-from . import __version__, cache, debug, gitinfo, pins, render, report, tags
+from . import __version__, cache, gitinfo, pins, render, report, tags
 from .config import ProjectConfig, from_pyproject_text
 from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
 from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result, plan
-from .progress import parse_text
+from .progress import BuildLog, parse_text
 
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
 # files then decide what reaches BuildKit). .git stays: HEAD gives the default SHA, explain
@@ -36,7 +36,10 @@ REGISTRY_ALIAS = "registry"
 EMBEDDED_REGISTRY = f"{REGISTRY_ALIAS}:5000"
 SRC = "/src"
 OUT = "/out"
-DOCKERFILES = "/dockerfiles"
+# Set right before every step with an effect outside the engine (see once_per_call).
+CALL_ID_ENV = "DIMBYBOT2_CALL_ID"
+BUILDKIT_DOC = ("An existing BuildKit instead of one started in the pipeline, as a service: "
+                "tcp://localhost:1234 for one on the host running dagger")
 
 # Runs buildctl with registry credentials written to a tmpfs (never into a layer or the
 # engine cache), from secret environment variables (never argv).
@@ -50,11 +53,16 @@ exec "$@"
 
 
 def buildkit_service(state_key: str = "dimbybot2-buildkit-state", registry: dagger.Service | None = None) -> dagger.Service:
-    """buildkitd from the pinned image, its state on a cache volume (the `engine` cache)."""
+    """buildkitd from the pinned image, its state on a cache volume (the `engine` cache).
+
+    The volume is mounted LOCKED: cache volumes are shared by default, and a second buildkitd
+    on the same state (another call on the same engine) would fail on `buildkitd.lock`; locked,
+    it waits for the first to stop. The registry binding is for buildkitd itself: it pushes.
+    """
     ctr = (
         dag.container()
         .from_(pins.BUILDKIT_IMAGE)
-        .with_mounted_cache("/var/lib/buildkit", dag.cache_volume(state_key))
+        .with_mounted_cache("/var/lib/buildkit", dag.cache_volume(state_key), sharing=dagger.CacheSharingMode.LOCKED)
         .with_exposed_port(BUILDKIT_PORT)
     )
     if registry is not None:
@@ -64,8 +72,27 @@ def buildkit_service(state_key: str = "dimbybot2-buildkit-state", registry: dagg
 
 
 def registry_service() -> dagger.Service:
-    """The embedded registry used when no --registry is given."""
+    """The embedded registry used when no --registry is given. It keeps images inside its
+    container: build-and-push starts it for the whole call (an idle service is stopped after
+    about 10 s, and the next binding would meet a fresh, empty one)."""
     return dag.container().from_(pins.REGISTRY_IMAGE).with_exposed_port(5000).as_service(use_entrypoint=True)
+
+
+def new_call_id() -> str:
+    """A value no other call has: what makes a call's effectful steps run again."""
+    return uuid.uuid4().hex
+
+
+def once_per_call(call_id: str) -> Callable[[dagger.Container], dagger.Container]:
+    """Makes the execs that follow unique to one call.
+
+    `cache="never"` only disables the function-result cache: the engine still replays every
+    `with_exec` whose inputs it has seen (secrets count by hash), so on a long-lived engine a
+    push, a tag move, a credential check or a deploy would silently not happen again, and a
+    failed step (expect=ANY) would fail again from the cache. Apply this right before such a
+    step, after the pure steps (base image, apt) that should stay cached.
+    """
+    return lambda ctr: ctr.with_env_variable(CALL_ID_ENV, call_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +107,14 @@ class Credentials:
 
 
 def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: Credentials,
-                       buildkit: dagger.Service | None, buildkit_host: str | None = None,
-                       registry: dagger.Service | None = None, dockerfiles: dagger.Directory | None = None) -> dagger.Container:
+                       buildkit: dagger.Service | None, buildkit_host: str | None = None, *,
+                       call_id: str | None = None) -> dagger.Container:
     """A container that runs one rendered buildctl build; progress and metadata land in /out.
 
-    `dockerfiles`: generated Dockerfiles (a debug cut) at DOCKERFILES, outside the source, so
-    the build context stays exactly the real build's."""
+    `buildkit` (bound as BUILDKIT_ALIAS) is the in-pipeline buildkitd or an external one (a host
+    service); `buildkit_host` is the address buildctl dials (default: the in-pipeline port).
+    Only buildkitd talks to the registry (it pushes), so no registry is bound here. `call_id`
+    makes the build run again on every call: give it when the build pushes or is verified."""
     ctr = (
         dag.container()
         .from_(pins.BUILDKIT_IMAGE)
@@ -93,27 +122,41 @@ def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: C
         .with_mounted_temp("/root/.docker")
         .with_env_variable("BUILDKIT_HOST", buildkit_host or f"tcp://{BUILDKIT_ALIAS}:{BUILDKIT_PORT}")
     )
-    if dockerfiles is not None:
-        ctr = ctr.with_directory(DOCKERFILES, dockerfiles)
     if buildkit is not None:
         ctr = ctr.with_service_binding(BUILDKIT_ALIAS, buildkit)
-    if registry is not None:
-        ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
     if creds.password is not None and creds.registry_host:
         ctr = (ctr.with_env_variable("REGISTRY_HOST", creds.registry_host)
                .with_env_variable("REGISTRY_USERNAME", creds.username or "")
                .with_secret_variable("REGISTRY_PASSWORD", creds.password))
     if "ACTIONS_RUNTIME_TOKEN" in request.client_env and creds.gha_token is not None and creds.gha_results_url is not None:
-        # buildctl fills gha's `token` and `url_v2` from these; they never enter argv.
+        # buildctl fills gha's `token` and `url_v2` from these (the specs say version=2); they
+        # never enter argv.
         ctr = (ctr.with_secret_variable("ACTIONS_RUNTIME_TOKEN", creds.gha_token)
-               .with_secret_variable("ACTIONS_RESULTS_URL", creds.gha_results_url)
-               .with_env_variable("ACTIONS_CACHE_SERVICE_V2", "true"))
+               .with_secret_variable("ACTIONS_RESULTS_URL", creds.gha_results_url))
+    ctr = ctr.with_exec(["mkdir", "-p", OUT])
+    if call_id is not None:
+        ctr = ctr.with_(once_per_call(call_id))
+    return with_buildctl(ctr, request)
+
+
+def with_buildctl(ctr: dagger.Container, request: BuildRequest) -> dagger.Container:
+    """Runs the rendered buildctl build; stderr (rawjson progress, then buildctl's own
+    error lines) goes to /out/progress.json and never fails the exec: the caller reads it."""
     argv = render.buildctl(request, root=SRC, metadata_file=f"{OUT}/metadata.json")
-    return (
-        ctr.with_exec(["mkdir", "-p", OUT])
-        .with_exec(["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper", *argv],
-                   redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
-    )
+    return ctr.with_exec(["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper", *argv],
+                         redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
+
+
+def read_progress(text: str) -> tuple[BuildLog, str]:
+    """BuildKit's progress as a log, and the last lines buildctl wrote that are not progress
+    (its own error, e.g. `failed to dial`). A build that failed before printing any progress
+    gives an empty log: the caller reports the tail as that image's error."""
+    try:
+        log = parse_text(text)
+    except ValueError:
+        log = BuildLog(steps=(), bookkeeping=())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("{")]
+    return log, "; ".join(lines[-3:])[-600:]
 
 
 def explain_container(source: dagger.Directory, module_source: dagger.Directory, base: str, head: str,
@@ -135,18 +178,19 @@ def explain_container(source: dagger.Directory, module_source: dagger.Directory,
     )
 
 
-def compare_container(module_source: dagger.Directory, image_a: dagger.File, image_b: dagger.File) -> dagger.Container:
+def compare_container(module_source: dagger.Directory, image_a: dagger.File, image_b: dagger.File, call_id: str) -> dagger.Container:
     """Runs the core's image comparison (stdlib only) on two OCI tarballs."""
     return (
         core_container(module_source)
         .with_file("/images/a.tar", image_a)
         .with_file("/images/b.tar", image_b)
+        .with_(once_per_call(call_id))
         .with_exec(["python", "-m", "ci.verify", "/images/a.tar", "/images/b.tar"], expect=dagger.ReturnType.ANY)
     )
 
 
 def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_key: dagger.Secret, known_hosts: dagger.Secret,
-                     password: dagger.Secret | None, args: list[str], timeout: int) -> dagger.Container:
+                     password: dagger.Secret | None, args: list[str], timeout: int, call_id: str) -> dagger.Container:
     """Runs the core's deploy client with ssh; the key and known_hosts are mounted secrets."""
     ctr = (
         core_container(module_source, apt=("openssh-client",))
@@ -161,7 +205,7 @@ def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_
     )
     if password is not None:
         ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", password)
-    return ctr.with_exec(["python", "-m", "ci.deploy", *args], expect=dagger.ReturnType.ANY)
+    return ctr.with_(once_per_call(call_id)).with_exec(["python", "-m", "ci.deploy", *args], expect=dagger.ReturnType.ANY)
 
 
 def core_container(module_source: dagger.Directory, apt: tuple[str, ...] = ()) -> dagger.Container:
@@ -187,20 +231,26 @@ def with_registry(creds: Credentials, registry: dagger.Service | None = None) ->
     return apply
 
 
-def registry_check_container(module_source: dagger.Directory, host: str, creds: Credentials) -> dagger.Container:
-    """Checks the registry credentials before anything is built (the core's registry client)."""
-    return (core_container(module_source).with_(with_registry(creds))
-            .with_exec(["python", "-m", "ci.registry_cli", "check", host], expect=dagger.ReturnType.ANY))
+def registry_check_container(module_source: dagger.Directory, host: str, creds: Credentials, call_id: str,
+                             plain_http: bool = False) -> dagger.Container:
+    """Checks the registry credentials (or anonymous access) before anything is built, with
+    the core's registry client."""
+    return (core_container(module_source).with_(with_registry(creds)).with_(once_per_call(call_id))
+            .with_exec(["python", "-m", "ci.registry_cli", "check", *(["--plain-http"] if plain_http else []), host],
+                       expect=dagger.ReturnType.ANY))
 
 
-def retag_container(image_plan: ImagePlan, digest: str, creds: Credentials, module_source: dagger.Directory,
-                    registry: dagger.Service | None = None) -> dagger.Container:
-    """Moves the follower tags (latest last) to `digest` with the core's registry client."""
+def retag_container(image_plan: ImagePlan, request: BuildRequest, digest: str, creds: Credentials,
+                    module_source: dagger.Directory, call_id: str, registry: dagger.Service | None = None) -> dagger.Container:
+    """Confirms the pushed SHA tag resolves to `digest`, then moves the follower tags (latest
+    last) to it, with the core's registry client. Plain HTTP exactly when the push used it
+    (`request.output.insecure`, set from tags.plain_http)."""
     host, _, path = image_plan.refs[0].partition("/")
-    repository = path.rsplit(":", 1)[0]
+    repository, _, pushed_tag = path.rpartition(":")
     followers = [ref.rsplit(":", 1)[1] for ref in image_plan.refs[1:]]
-    return (core_container(module_source).with_(with_registry(creds, registry))
-            .with_exec(["python", "-m", "ci.registry_cli", "retag", host, repository, digest, *followers],
+    flags = ["--plain-http"] if request.output.insecure else []
+    return (core_container(module_source).with_(with_registry(creds, registry)).with_(once_per_call(call_id))
+            .with_exec(["python", "-m", "ci.registry_cli", "retag", *flags, host, repository, pushed_tag, digest, *followers],
                        expect=dagger.ReturnType.ANY))
 
 
@@ -323,32 +373,35 @@ class Dimbybot2:
         build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
         source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH for both builds")] = 0,
     ) -> str:
-        """Build the image from the cache and with --no-cache and compare them file by file (JSON; identical or not)."""
+        """Build the image from the cache and with --no-cache and compare them file by file (JSON); fails when they differ."""
         config = await self._config()
         options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,),
                                   cache=cache.CacheOptions(backend=cache.Backend.ENGINE), source_date_epoch=source_date_epoch,
                                   build_args=_build_args(build_arg))
         (image_plan,) = plan(config, options)
+        call_id = new_call_id()  # every build and the comparison run again: a replay would verify nothing
         buildkit = buildkit_service(state_key="dimbybot2-buildkit-determinism")
-        exports = {}
+        warm_request = dataclasses.replace(image_plan.request, output=Output("cacheonly"))
+        warm = buildctl_container(warm_request, self.source, Credentials(), buildkit, call_id=call_id)
+        await _check_build(warm, f"warm-up build of {image}")  # fills the cache, so the next build really comes from it
+        exports, logs = {}, {}
         for name, no_cache in (("cached", False), ("uncached", True)):
             request = dataclasses.replace(image_plan.request, no_cache=no_cache,
                                           output=Output("oci", dest=f"{OUT}/image.tar", rewrite_timestamp=True))
-            ctr = buildctl_container(request, self.source, Credentials(), buildkit)
-            if name == "cached":  # fill the cache first, so this build really comes from it
-                warm = dataclasses.replace(image_plan.request, output=Output("cacheonly"))
-                ctr = buildctl_container(warm, self.source, Credentials(), buildkit).with_exec(
-                    ["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper",
-                     *render.buildctl(request, root=SRC, metadata_file=f"{OUT}/metadata.json")],
-                    redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
-            if await ctr.exit_code() != 0:
-                log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-                raise PipelineError(f"{name} build of {image} failed: {log.error}")
+            ctr = with_buildctl(warm, request) if name == "cached" else buildctl_container(
+                request, self.source, Credentials(), buildkit, call_id=call_id)
+            logs[name] = await _check_build(ctr, f"{name} build of {image}")
             exports[name] = ctr.file(f"{OUT}/image.tar")
-        compared = compare_container(dag.current_module().source(), exports["cached"], exports["uncached"])
-        if await compared.exit_code() == 2:
+        compared = compare_container(dag.current_module().source(), exports["cached"], exports["uncached"], call_id)
+        code = await compared.exit_code()
+        if code == 2:
             raise InputError("--image", (await compared.stderr()).strip())
-        return await compared.stdout()
+        cached = logs["cached"]
+        result = {"image": image, "cached_build_hits": f"{cached.cached_count}/{len(cached.cacheable)}",
+                  **json.loads(await compared.stdout())}
+        if code != 0:
+            raise PipelineError(f"{image}: the cached and --no-cache builds differ: {json.dumps(result)}")
+        return json.dumps(result, indent=2)
 
     @function(cache="never")  # type: ignore[call-overload, untyped-decorator]
     async def deploy(
@@ -372,7 +425,7 @@ class Dimbybot2:
                       username=username, timeout=timeout)  # validates before anything runs
         args = [host, user, str(port), tag, registry, remote_dir] + ([username] if username else [])
         ctr = deploy_container(dag.current_module().source(), self.source.file("compose.yaml"), ssh_key, known_hosts,
-                               password, args, timeout)
+                               password, args, timeout, new_call_id())
         code = await ctr.exit_code()
         report = (await ctr.stdout()).strip()
         if code != 0:
@@ -389,7 +442,7 @@ class Dimbybot2:
         self,
         image: Annotated[str, Doc("Which image: bot or lavalink (see `images`)")],
         build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
-        buildkit_host: Annotated[str, Doc("Use this BuildKit (tcp://host:port) instead of one started in the pipeline")] = "",
+        buildkit: Annotated[dagger.Service | None, Doc(BUILDKIT_DOC)] = None,
     ) -> dagger.Container:
         """Build one image and return it as a Container (try `terminal` on it to debug)."""
         config = await self._config()
@@ -397,12 +450,9 @@ class Dimbybot2:
                                   cache=cache.CacheOptions(backend=cache.Backend.ENGINE),
                                   build_args=_build_args(build_arg))
         (image_plan,) = plan(config, options, output=Output("oci", dest=f"{OUT}/image.tar"))
-        ctr = buildctl_container(image_plan.request, self.source, Credentials(),
-                                 None if buildkit_host else buildkit_service(), buildkit_host or None)
-        code = await ctr.exit_code()
-        if code != 0:
-            log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-            raise PipelineError(f"build of {image} failed: {log.error or f'buildctl exit code {code}'}")
+        # A pure build: no call id, so the engine may answer it from its cache.
+        ctr = buildctl_container(image_plan.request, self.source, Credentials(), *await _buildkit(buildkit))
+        await _check_build(ctr, f"build of {image}")
         return dag.container().import_(ctr.file(f"{OUT}/image.tar"))
 
     # cache="never": it pushes. (dagger-io 0.21's typing overloads of `function` omit the
@@ -425,7 +475,7 @@ class Dimbybot2:
         images: Annotated[list[str] | None, Doc("Which images (default: all)")] = None,
         build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
         source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH (fixed by default, so caches survive commits)")] = 0,
-        buildkit_host: Annotated[str, Doc("Use this BuildKit (tcp://host:port) instead of one started in the pipeline")] = "",
+        buildkit: Annotated[dagger.Service | None, Doc(BUILDKIT_DOC + "; needs --registry")] = None,
     ) -> BuildAndPushResult:
         """Build the images concurrently, export/import their layer cache, push the SHA tag, then move `latest`."""
         started = time.monotonic()
@@ -445,24 +495,40 @@ class Dimbybot2:
             rewrite_timestamp=True,
         )
         plans = plan(config, options, images_argument="--images")  # every input is validated before anything runs
-        creds = Credentials(registry_host=registry.split("/", 1)[0], username=username or None, password=password,
+        if embedded and buildkit is not None:
+            raise InputError("--buildkit", f"an external BuildKit cannot push to the registry started in the pipeline "
+                                           f"({EMBEDDED_REGISTRY} resolves only inside it): give --registry too")
+        host = tags.registry_host(registry)
+        # One decision for the push (registry.insecure) and every registry call after it.
+        plain_http = tags.plain_http(host, insecure=embedded)
+        plans = [dataclasses.replace(p, request=dataclasses.replace(
+            p.request, output=dataclasses.replace(p.request.output, insecure=plain_http))) for p in plans]
+        creds = Credentials(registry_host=host, username=username or None, password=password,
                             gha_token=gha_token, gha_results_url=gha_results_url)
-        registry_svc = registry_service() if embedded else None
-        buildkit = None if buildkit_host else buildkit_service(registry=registry_svc)
+        call_id = new_call_id()
         module_source = dag.current_module().source()
-        if not embedded and password is not None:  # a wrong password fails here, before any build or push
-            check = registry_check_container(module_source, registry.split("/", 1)[0], creds)
+        if not embedded:  # wrong credentials (or anonymous access refused) fail here, before any build or push
+            check = registry_check_container(module_source, host, creds, call_id, plain_http)
             if await check.exit_code() != 0:
-                raise InputError("--password", (await check.stderr()).strip().removeprefix("--password: "))
-        results: dict[str, ImageResult] = {}
+                raise InputError("--password" if password is not None else "--registry",
+                                 _last_line(await check.stderr()).removeprefix("--password: "))
+        # Started for the whole call: it keeps the pushed images inside its container, and an
+        # idle service is stopped after ~10 s (a slow step would meet a fresh, empty one).
+        registry_svc = await registry_service().start() if embedded else None
+        try:
+            builder = await _buildkit(buildkit, registry_svc)
+            results: dict[str, ImageResult] = {}
 
-        async def one(image_plan: ImagePlan) -> None:
-            results[image_plan.image.name] = await _build_one(
-                image_plan, self.source, creds, buildkit, buildkit_host or None, registry_svc, module_source)
+            async def one(image_plan: ImagePlan) -> None:
+                results[image_plan.image.name] = await _build_one(
+                    image_plan, self.source, creds, builder, registry_svc, module_source, call_id)
 
-        async with anyio.create_task_group() as group:
-            for image_plan in plans:
-                group.start_soon(one, image_plan)
+            async with anyio.create_task_group() as group:
+                for image_plan in plans:
+                    group.start_soon(one, image_plan)
+        finally:
+            if registry_svc is not None:
+                await registry_svc.stop()
         ordered = [results[p.image.name] for p in plans]
         outcome = PipelineResult(images=ordered, cache_backend=cache.resolve(options.cache).value,
                                  duration=time.monotonic() - started)
@@ -471,82 +537,76 @@ class Dimbybot2:
                                   summary_markdown=report.to_markdown(outcome))
 
 
-    @function
-    async def debug(
-        self,
-        image: Annotated[str, Doc("Which image: bot or lavalink (see `images`)")],
-        step: Annotated[str, Doc("A step label as explain and BuildKit print it ('deps 4/4'), or first-miss: the first step "
-                                 "explain predicts will miss from --base to the source")],
-        at: Annotated[str, Doc("before: the state the step starts from; after: the state it leaves")] = "before",
-        base: Annotated[str, Doc("Base revision for first-miss and for what changed (default: merge-base with the default branch)")] = "",
-        build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value, as the real build gets them")] = None,
-        cache_backend: Annotated[str, Doc("The cache the real build imports: auto, gha, registry, engine or none (nothing is exported)"),
-                                 dagger.Name("cache")] = "auto",
-        cache_ref: Annotated[str, Doc("Registry repository of the registry cache, as for build-and-push")] = "",
-        cache_bust: Annotated[str, Doc("Cache scope suffix, as for build-and-push")] = "",
-        gha_token: Annotated[dagger.Secret | None, Doc("ACTIONS_RUNTIME_TOKEN (env://ACTIONS_RUNTIME_TOKEN)")] = None,
-        gha_results_url: Annotated[dagger.Secret | None, Doc("ACTIONS_RESULTS_URL (env://ACTIONS_RESULTS_URL)")] = None,
-        username: Annotated[str, Doc("User name for a private registry cache")] = "",
-        password: Annotated[dagger.Secret | None, Doc("Password or token for a private registry cache (env://VAR)")] = None,
-        source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH, as the real build gets it")] = 0,
-        buildkit_host: Annotated[str, Doc("Use this BuildKit (tcp://host:port) instead of one started in the pipeline")] = "",
-    ) -> dagger.Container:
-        """The build's state just before (or after) one Dockerfile step, from the real build's cache: chain `terminal`."""
-        config = await self._config()
-        options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,), source_date_epoch=source_date_epoch,
-                                  cache=cache.CacheOptions(backend=_backend(cache_backend), bust=cache_bust, cache_ref=cache_ref or None,
-                                                           gha_tokens=gha_token is not None and gha_results_url is not None),
-                                  build_args=_build_args(build_arg))
-        (image_plan,) = plan(config, options)
-        planned = debug_plan_container(self.source, dag.current_module().source(), image, step, at, base, build_arg or [])
-        if await planned.exit_code() != 0:
-            raise _tool_error(await planned.stderr())
-        prepared = debug.DebugPlan.from_dict(json.loads(await planned.stdout()))
-        for line in prepared.summary():  # shown in the call's output, above the shell
-            print(line, file=sys.stderr)
-        creds = Credentials(registry_host=cache_ref.split("/", 1)[0] if cache_ref else None, username=username or None,
-                            password=password, gha_token=gha_token, gha_results_url=gha_results_url)
-        ctr = debug_build_container(image_plan.request, prepared, self.source, creds, buildkit_service() if not buildkit_host else None,
-                                    buildkit_host or None)
-        code = await ctr.exit_code()
-        if code != 0:
-            log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-            raise PipelineError(f"the build up to {prepared.cut.label} failed: {log.error or f'buildctl exit code {code}'}")
-        state = dag.container().import_(ctr.file(f"{OUT}/image.tar"))
-        for key, value in prepared.cut.run_env:  # what a RUN sees besides the image's ENV
-            state = state.with_env_variable(key, value)
-        return state
-
-async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Credentials, buildkit: dagger.Service | None,
-                     buildkit_host: str | None, registry: dagger.Service | None, module_source: dagger.Directory) -> ImageResult:
+async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Credentials,
+                     builder: tuple[dagger.Service, str | None], registry: dagger.Service | None,
+                     module_source: dagger.Directory, call_id: str) -> ImageResult:
+    """Build and push one image, then confirm its SHA tag and move the others. Any failure,
+    the engine's included, becomes this image's error: the other image goes on, and the
+    report and artifacts are still written."""
     started = time.monotonic()
-    request = image_plan.request
-    if registry is not None:  # the embedded registry speaks plain HTTP
-        request = dataclasses.replace(request, output=dataclasses.replace(request.output, insecure=True))
-    ctr = buildctl_container(request, source, creds, buildkit, buildkit_host, registry)
+    name, request = image_plan.image.name, image_plan.request
+    try:
+        result = await _push_and_tag(image_plan, request, source, creds, builder, registry, module_source, call_id)
+    except dagger.QueryError as err:
+        first = (str(err).strip().splitlines() or ["the engine gave no reason"])[0]
+        result = ImageResult(name=name, error=f"build of {name} failed: {first[:400]}")
+    result.duration = time.monotonic() - started
+    return result
+
+
+async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: dagger.Directory, creds: Credentials,
+                        builder: tuple[dagger.Service, str | None], registry: dagger.Service | None,
+                        module_source: dagger.Directory, call_id: str) -> ImageResult:
+    name = image_plan.image.name
+    ctr = buildctl_container(request, source, creds, *builder, call_id=call_id)
     code = await ctr.exit_code()
-    log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
+    log, tail = read_progress(await ctr.file(f"{OUT}/progress.json").contents())
     retried_because = None
     if (cold := cold_retry(request, log, code == 0)) is not None:
         retried_because, request = log.error, cold
-        ctr = buildctl_container(request, source, creds, buildkit, buildkit_host, registry)
+        ctr = buildctl_container(request, source, creds, *builder, call_id=call_id)
         code = await ctr.exit_code()
-        log = parse_text(await ctr.file(f"{OUT}/progress.json").contents())
-    result = image_result(image_plan.image.name, request, log, retried_because)
+        log, tail = read_progress(await ctr.file(f"{OUT}/progress.json").contents())
+    result = image_result(name, request, log, retried_because)
     if code != 0:
-        result.error = f"build of {image_plan.image.name} failed: {log.error or f'buildctl exit code {code}'}"
+        result.error = f"build of {name} failed: {log.error or tail or f'buildctl exited with {code} and printed nothing'}"
+        return result
+    metadata = json.loads(await ctr.file(f"{OUT}/metadata.json").contents())
+    result.digest = metadata.get("containerimage.digest")
+    if not result.digest:
+        result.error = f"build of {name} reported no image digest; no tag was moved"
+        return result
+    result.refs = list(image_plan.refs[:1])
+    # Even with no tag to move: confirms the SHA tag resolves to what was built.
+    moved = retag_container(image_plan, request, result.digest, creds, module_source, call_id, registry)
+    if await moved.exit_code() == 0:
+        result.refs = list(image_plan.refs)
     else:
-        metadata = json.loads(await ctr.file(f"{OUT}/metadata.json").contents())
-        result.digest = metadata.get("containerimage.digest")
-        result.refs = list(image_plan.refs[:1])
-        if len(image_plan.refs) > 1 and result.digest:
-            moved = retag_container(image_plan, result.digest, creds, module_source, registry)
-            if await moved.exit_code() == 0:
-                result.refs = list(image_plan.refs)
-            else:
-                result.error = f"moving tags failed: {(await moved.stderr()).strip().splitlines()[-1:]}"
-    result.duration = time.monotonic() - started
+        result.error = _last_line(await moved.stderr()) or "moving tags failed with no message"
     return result
+
+
+async def _buildkit(external: dagger.Service | None, registry: dagger.Service | None = None) -> tuple[dagger.Service, str | None]:
+    """The BuildKit to bind and the address buildctl dials: the in-pipeline one (which
+    reaches `registry`), or an external one given as a service (its first port)."""
+    if external is None:
+        return buildkit_service(registry=registry), None
+    port = (await external.endpoint()).rsplit(":", 1)[-1]
+    return external, f"tcp://{BUILDKIT_ALIAS}:{port}"
+
+
+async def _check_build(ctr: dagger.Container, what: str) -> BuildLog:
+    """The build's progress, or PipelineError with BuildKit's error or buildctl's last words."""
+    code = await ctr.exit_code()
+    log, tail = read_progress(await ctr.file(f"{OUT}/progress.json").contents())
+    if code != 0:
+        raise PipelineError(f"{what} failed: {log.error or tail or f'buildctl exited with {code} and printed nothing'}")
+    return log
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
 
 
 def _build_args(items: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -560,40 +620,3 @@ def _backend(name: str) -> cache.Backend:
         return cache.Backend(name)
     except ValueError:
         raise InputError("--cache", f"unknown backend {name!r} (auto, gha, registry, engine, none)") from None
-
-
-def debug_plan_container(source: dagger.Directory, module_source: dagger.Directory, image: str, step: str, at: str, base: str,
-                         build_args: list[str]) -> dagger.Container:
-    """Runs the core's debug planner (stdlib only; git for revisions): the step, the cut
-    Dockerfile and what the step's cache key saw change, as JSON."""
-    argv = ["python", "-m", "ci.debug", "--repo", "/repo", "--image", image, "--step", step, "--at", at]
-    if base:
-        argv += ["--base", base]
-    for item in build_args:
-        argv += ["--build-arg", item]
-    return (
-        core_container(module_source, apt=("git",))
-        .with_directory("/repo", source)
-        .with_env_variable("PYTHONPATH", "/pipeline")
-        .with_exec(["git", "config", "--global", "--add", "safe.directory", "/repo"])
-        .with_exec(argv, expect=dagger.ReturnType.ANY)
-    )
-
-
-def debug_build_container(request: BuildRequest, prepared: debug.DebugPlan, source: dagger.Directory, creds: Credentials,
-                          buildkit: dagger.Service | None, buildkit_host: str | None = None) -> dagger.Container:
-    """The real build's buildctl run (same source, build args and cache imports, no export)
-    on the cut Dockerfile, exporting the state there as an OCI tarball."""
-    dockerfile = debug.cut_path(request.dockerfile, DOCKERFILES)
-    name = dockerfile.rsplit("/", 1)[1]
-    files = dag.directory().with_new_file(name, prepared.cut.dockerfile)
-    if prepared.dockerignore is not None:
-        files = files.with_new_file(f"{name}.dockerignore", prepared.dockerignore)
-    cut = debug.cut_request(request, dockerfile, Output("oci", dest=f"{OUT}/image.tar"))
-    return buildctl_container(cut, source, creds, buildkit, buildkit_host, dockerfiles=files)
-
-
-def _tool_error(stderr: str) -> InputError:
-    """`error: --step: problem` from a core entry point, as the same one-line InputError."""
-    argument, _, problem = stderr.strip().removeprefix("error: ").partition(": ")
-    return InputError(argument, problem) if problem else InputError("--step", argument)

@@ -2,8 +2,9 @@
 
 Moving a tag is a manifest copy: the manifest stored under the SHA tag is PUT again under
 `latest`, byte for byte, so both tags resolve to the same digest by construction.
-Basic and Bearer (token service) authentication are supported; loopback registries are
-spoken to over plain HTTP, all others over HTTPS.
+Basic and Bearer (token service) authentication are supported. Plain HTTP or HTTPS is
+`tags.plain_http`'s decision (loopback hosts, and registries marked `insecure`), the same one
+the pipeline's push makes.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import PipelineError
+from .tags import plain_http
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
@@ -25,7 +28,6 @@ MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ])
-_LOOPBACK = re.compile(r"^(localhost|127(?:\.\d+){3}|\[::1\])(:\d+)?$")
 
 
 class RegistryAuthError(PipelineError):
@@ -38,11 +40,12 @@ class Registry:
     username: str | None = dataclasses.field(default=None)
     password: str | None = dataclasses.field(default=None, repr=False)
     timeout: float = 30.0
+    insecure: bool = False  # known to speak plain HTTP only (see tags.plain_http)
     _token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def base(self) -> str:
-        scheme = "http" if _LOOPBACK.match(self.host) else "https"
+        scheme = "http" if plain_http(self.host, self.insecure) else "https"
         return f"{scheme}://{self.host}/v2"
 
     def _basic(self) -> str | None:
@@ -118,6 +121,17 @@ class Registry:
         moved = self.digest(repository, tag)
         if moved != digest:
             raise PipelineError(f"{self.host}/{repository}:{tag} resolves to {moved}, expected {digest}")
+
+    def promote(self, repository: str, pushed_tag: str, digest: str | None, followers: Sequence[str]) -> str:
+        """After a push: confirm `pushed_tag` resolves to the digest the build reported, then
+        point each of `followers` at it in order (the plan puts `latest` last), reading each back.
+        Returns the digest; raises PipelineError at the first tag that cannot be moved."""
+        pushed = self.digest(repository, pushed_tag)
+        if digest and pushed != digest:
+            raise PipelineError(f"{self.host}/{repository}:{pushed_tag} resolves to {pushed}, the build produced {digest}")
+        for tag in followers:
+            self.move_tag(repository, pushed, tag)
+        return pushed
 
     def blob(self, repository: str, digest: str) -> bytes:
         return self._call("GET", f"/{repository}/blobs/{digest}")[2]

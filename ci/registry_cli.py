@@ -1,11 +1,15 @@
 """Registry steps inside the pipeline (standard library only):
 
-  python -m ci.registry_cli check HOST                          are the credentials accepted?
-  python -m ci.registry_cli retag HOST REPOSITORY DIGEST TAG...  move tags to DIGEST
+  python -m ci.registry_cli check [--plain-http] HOST
+      are the credentials (or anonymous access) accepted?
+  python -m ci.registry_cli retag [--plain-http] HOST REPOSITORY PUSHED_TAG DIGEST TAG...
+      confirm PUSHED_TAG resolves to DIGEST (what the build reported), then move each TAG to it
 
 Credentials come from REGISTRY_USERNAME / REGISTRY_PASSWORD (a Dagger secret variable),
-never from argv. Tags move in the order given (the plan puts `latest` last); each is read
-back and must resolve to DIGEST. One line per tag on stdout; exit 1 with the reason.
+never from argv. `--plain-http` is the pipeline's decision for a registry that speaks HTTP
+only (tags.plain_http), the same one its push made. Tags move in the order given (the plan
+puts `latest` last); each is read back and must resolve to DIGEST. One line per tag on
+stdout; exit 1 with the reason on stderr, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -16,27 +20,37 @@ import sys
 from .errors import PipelineError
 from .registry import Registry
 
+USAGE = ("usage: python -m ci.registry_cli check [--plain-http] HOST | "
+         "retag [--plain-http] HOST REPOSITORY PUSHED_TAG DIGEST TAG...")
+
+
+def _registry(host: str, plain_http: bool) -> Registry:
+    return Registry(host, os.environ.get("REGISTRY_USERNAME") or None, os.environ.get("REGISTRY_PASSWORD") or None,
+                    insecure=plain_http)
+
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "check":
+    verb, *rest = argv or [""]
+    plain_http = "--plain-http" in rest
+    rest = [a for a in rest if a != "--plain-http"]
+    if verb == "check" and len(rest) == 1:
         try:
-            Registry(argv[1], os.environ.get("REGISTRY_USERNAME") or None, os.environ.get("REGISTRY_PASSWORD") or None).check_auth()
+            _registry(rest[0], plain_http).check_auth()
         except PipelineError as err:
             print(f"--password: {err}", file=sys.stderr)
             return 1
         return 0
-    if len(argv) < 4 or argv[0] != "retag":
-        print("usage: python -m ci.registry_cli check HOST | retag HOST REPOSITORY DIGEST TAG...", file=sys.stderr)
+    if verb != "retag" or len(rest) < 4:
+        print(USAGE, file=sys.stderr)
         return 2
-    _, host, repository, digest, *followers = argv
-    registry = Registry(host, os.environ.get("REGISTRY_USERNAME") or None, os.environ.get("REGISTRY_PASSWORD") or None)
+    host, repository, pushed_tag, digest, *followers = rest
     try:
-        for tag in followers:
-            registry.move_tag(repository, digest, tag)
-            print(f"{host}/{repository}:{tag} -> {digest}")
+        moved = _registry(host, plain_http).promote(repository, pushed_tag, digest, followers)
     except PipelineError as err:
-        print(f"retag failed: {err}", file=sys.stderr)
+        print(f"moving tags failed: {err}", file=sys.stderr)
         return 1
+    for tag in followers:
+        print(f"{host}/{repository}:{tag} -> {moved}")
     return 0
 
 

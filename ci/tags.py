@@ -16,6 +16,8 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # host[:port][/path] with no scheme: what goes before "/repository:tag".
 _REGISTRY = re.compile(r"^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::\d{1,5})?(?:/[a-z0-9._-]+)*$")
+# Registries Docker speaks plain HTTP to without being told (its default insecure range).
+_LOOPBACK = re.compile(r"^(localhost|127(?:\.\d+){3}|\[::1\])(:\d+)?$")
 
 
 def validate_sha(sha: str, argument: str = "--sha") -> str:
@@ -38,6 +40,22 @@ def validate_registry(registry: str, argument: str = "--registry") -> str:
     if not _REGISTRY.match(registry):
         raise InputError(argument, f"{registry!r} is not a registry host[:port][/namespace]")
     return registry
+
+
+def registry_host(registry: str) -> str:
+    """The host[:port] of `host[:port][/namespace]`: what credentials and the API are for."""
+    return registry.split("/", 1)[0]
+
+
+def plain_http(host: str, insecure: bool = False) -> bool:
+    """Whether a registry is spoken to over plain HTTP rather than HTTPS.
+
+    One decision for every client of one registry: BuildKit's push (`registry.insecure=true`)
+    and the tag moves and checks (ci.registry) must agree, or the push lands over HTTP and the
+    tag move calls `https://` on the same host. `insecure` marks a registry known to speak
+    HTTP only (the one the pipeline starts for itself); loopback hosts are Docker's default.
+    """
+    return insecure or bool(_LOOPBACK.match(host))
 
 
 @dataclasses.dataclass(frozen=True)

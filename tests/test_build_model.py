@@ -80,11 +80,11 @@ def test_explicit_backends_need_their_inputs() -> None:
 
 
 def test_gha_renders_v2_per_scope_with_tokens_only_in_the_environment() -> None:
-    req = request_for(cache.CacheOptions(gha_tokens=True, bust="2", gha_repository="me/bot"))
+    req = request_for(cache.CacheOptions(gha_tokens=True, bust="2"))
     ctl = render.buildctl(req)
     assert ctl[ctl.index("--import-cache") + 1] == "type=gha,scope=dimbybot2-bot-2,version=2"
     assert ctl[ctl.index("--export-cache") + 1] == (
-        "type=gha,scope=dimbybot2-bot-2,version=2,mode=max,ignore-error=true,timeout=10m,repository=me/bot")
+        "type=gha,scope=dimbybot2-bot-2,version=2,mode=max,ignore-error=true,timeout=10m")
     bx = render.buildx(req)
     assert bx[bx.index("--cache-to") + 1] == ctl[ctl.index("--export-cache") + 1]
     assert req.client_env == ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL")

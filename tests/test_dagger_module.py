@@ -45,7 +45,7 @@ def test_dagger_json_pins_the_engine_to_the_sdk_and_uploads_only_the_pipeline() 
 import dagger  # noqa: E402
 from dagger import dag  # noqa: E402
 
-from ci import cache, main, pins, render, tags  # noqa: E402
+from ci import cache, main, pins, tags  # noqa: E402
 from ci.config import ProjectConfig  # noqa: E402
 from ci.pipeline import PipelineOptions, plan  # noqa: E402
 
@@ -67,11 +67,13 @@ def test_build_and_push_registers_its_arguments_docs_and_never_caches() -> None:
     assert fn.cache_policy == "never"
     params = fn.parameters
     assert {"registry", "username", "password", "sha", "latest", "cache_backend", "cache_bust",
-            "gha_token", "gha_results_url", "images", "buildkit_host"} <= set(params)
+            "gha_token", "gha_results_url", "images", "buildkit"} <= set(params)
     assert params["cache_backend"].name == "cache"
     assert params["source_date_epoch"].signature.default == 0
     for secret in ("password", "gha_token", "gha_results_url"):
         assert params[secret].resolved_type == dagger.Secret | None
+    # An external BuildKit is a service (`--buildkit=tcp://localhost:1234`): Dagger's way to reach the host.
+    assert params["buildkit"].resolved_type == dagger.Service | None
     assert all(p.doc for p in params.values())
     build = main_object().functions["build"]
     assert build.return_type is dagger.Container
@@ -80,7 +82,10 @@ def test_build_and_push_registers_its_arguments_docs_and_never_caches() -> None:
 def test_buildkit_service_uses_the_pinned_image_state_volume_and_root_capabilities() -> None:
     sels = selections(main.buildkit_service())
     assert sels[1] == ("from", {"address": pins.BUILDKIT_IMAGE})
-    assert any(name == "withMountedCache" and args["path"] == "/var/lib/buildkit" for name, args in sels)
+    (state,) = [args for name, args in sels if name == "withMountedCache"]
+    assert state["path"] == "/var/lib/buildkit"
+    # Cache volumes are shared by default; two buildkitd on one state collide on buildkitd.lock.
+    assert state["sharing"] == "LOCKED"
     name, args = sels[-1]
     assert name == "asService" and args["insecureRootCapabilities"] is True
     assert args["args"] == ["buildkitd", "--addr", "tcp://0.0.0.0:1234"]
@@ -100,20 +105,27 @@ def test_buildctl_container_gets_secrets_as_secret_variables_and_the_rendered_ar
     plain_env = {args["name"]: args["value"] for name, args in sels if name == "withEnvVariable"}
     assert "REGISTRY_PASSWORD" not in plain_env and "ACTIONS_RUNTIME_TOKEN" not in plain_env
     assert ("withMountedTemp", {"path": "/root/.docker"}) in sels  # credentials never land in a layer
+    # buildctl fills gha's token and url_v2 from those two (the specs say version=2); nothing else is read.
+    assert "ACTIONS_CACHE_SERVICE_V2" not in plain_env
     execs = [args for name, args in sels if name == "withExec"]
     argv = execs[-1]["args"]
-    assert argv[:3] == ["sh", "-c", main.BUILDCTL_WRAPPER]
-    assert argv[4:] == render.buildctl(request, root=main.SRC, metadata_file=f"{main.OUT}/metadata.json")
+    assert argv[:5] == ["sh", "-c", main.BUILDCTL_WRAPPER, "buildctl-wrapper", "buildctl"]
+    assert argv[argv.index("--export-cache") + 1] == "type=gha,scope=dimbybot2-bot,version=2,mode=max,ignore-error=true,timeout=10m"
+    assert argv[argv.index("--output") + 1] == f"type=image,name=ghcr.io/me/dimbybot2-bot:{SHA},push=true"
+    assert "--local" in argv and "context=/src" in argv
     assert not execs[-1].get("insecureRootCapabilities")
+    # Only buildkitd (which pushes) is bound to registries; the client reaches BuildKit alone.
+    assert [args["alias"] for name, args in sels if name == "withServiceBinding"] == ["buildkitd"]
     recorded = repr(sels)
     assert "hunter2" not in recorded and "tok-value" not in recorded
 
 
 def test_buildctl_container_can_use_an_external_buildkit() -> None:
-    ctr = main.buildctl_container(gha_request(), dag.directory(), main.Credentials(), None, "tcp://buildkit.ci:1234")
+    external = dag.host().service([dagger.PortForward(backend=4321, frontend=4321)])
+    ctr = main.buildctl_container(gha_request(), dag.directory(), main.Credentials(), external, "tcp://buildkitd:4321")
     sels = selections(ctr)
-    assert ("withEnvVariable", {"name": "BUILDKIT_HOST", "value": "tcp://buildkit.ci:1234"}) in sels
-    assert not any(name == "withServiceBinding" for name, _ in sels)
+    assert ("withEnvVariable", {"name": "BUILDKIT_HOST", "value": "tcp://buildkitd:4321"}) in sels
+    assert [args["alias"] for name, args in sels if name == "withServiceBinding"] == ["buildkitd"]
 
 
 def test_explain_runs_the_core_with_git_on_the_source() -> None:
@@ -138,7 +150,7 @@ def test_build_returns_an_imported_container_from_a_rendered_oci_export() -> Non
 def test_verify_determinism_registers_and_compares_with_the_core() -> None:
     fn = main_object().functions["verify_determinism"]
     assert fn.cache_policy == "never" and set(fn.parameters) >= {"image", "source_date_epoch"}
-    sels = selections(main.compare_container(dag.directory(), dag.file("a", ""), dag.file("b", "")))
+    sels = selections(main.compare_container(dag.directory(), dag.file("a", ""), dag.file("b", ""), "call-1"))
     assert sels[-1][1]["args"] == ["python", "-m", "ci.verify", "/images/a.tar", "/images/b.tar"]
 
 
@@ -150,7 +162,7 @@ def test_deploy_registers_secret_typed_keys_and_never_caches() -> None:
     assert params["password"].resolved_type == dagger.Secret | None
     ctr = main.deploy_container(dag.directory(), dag.file("compose.yaml", ""), dag.set_secret("k", "PRIVATE-KEY"),
                                 dag.set_secret("h", "host ssh-ed25519 AAAA"), dag.set_secret("p", "pw"),
-                                ["h", "u", "22", "t", "r.example/x", "/srv/bot"], 180)
+                                ["h", "u", "22", "t", "r.example/x", "/srv/bot"], 180, "call-1")
     sels = selections(ctr)
     mounted = {args["path"]: args.get("mode") for name, args in sels if name == "withMountedSecret"}
     assert mounted == {"/run/secrets/ssh_key": 0o600, "/run/secrets/known_hosts": 0o600}
@@ -161,6 +173,6 @@ def test_deploy_registers_secret_typed_keys_and_never_caches() -> None:
 
 def test_registry_credentials_are_checked_before_building() -> None:
     creds = main.Credentials(registry_host="ghcr.io", username="me", password=dag.set_secret("pw", "hunter2"))
-    sels = selections(main.registry_check_container(dag.directory(), "ghcr.io", creds))
+    sels = selections(main.registry_check_container(dag.directory(), "ghcr.io", creds, "call-1"))
     assert [args["name"] for name, args in sels if name == "withSecretVariable"] == ["REGISTRY_PASSWORD"]
     assert sels[-1][1]["args"] == ["python", "-m", "ci.registry_cli", "check", "ghcr.io"]
