@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import anyio
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
-from . import __version__, cache, gitinfo, pins, render, report, tags
+from . import __version__, cache, debug, gitinfo, pins, render, report, tags
 from .config import ProjectConfig, from_pyproject_text
 from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
@@ -40,6 +41,7 @@ OUT = "/out"
 CALL_ID_ENV = "DIMBYBOT2_CALL_ID"
 BUILDKIT_DOC = ("An existing BuildKit instead of one started in the pipeline, as a service: "
                 "tcp://localhost:1234 for one on the host running dagger")
+DOCKERFILES = "/dockerfiles"
 
 # Runs buildctl with registry credentials written to a tmpfs (never into a layer or the
 # engine cache), from secret environment variables (never argv).
@@ -108,13 +110,15 @@ class Credentials:
 
 def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: Credentials,
                        buildkit: dagger.Service | None, buildkit_host: str | None = None, *,
-                       call_id: str | None = None) -> dagger.Container:
+                       call_id: str | None = None, dockerfiles: dagger.Directory | None = None) -> dagger.Container:
     """A container that runs one rendered buildctl build; progress and metadata land in /out.
 
     `buildkit` (bound as BUILDKIT_ALIAS) is the in-pipeline buildkitd or an external one (a host
     service); `buildkit_host` is the address buildctl dials (default: the in-pipeline port).
     Only buildkitd talks to the registry (it pushes), so no registry is bound here. `call_id`
-    makes the build run again on every call: give it when the build pushes or is verified."""
+    makes the build run again on every call: give it when the build pushes or is verified.
+    `dockerfiles`: generated Dockerfiles (a debug cut) at DOCKERFILES, outside the source, so
+    the build context stays exactly the real build's."""
     ctr = (
         dag.container()
         .from_(pins.BUILDKIT_IMAGE)
@@ -122,6 +126,8 @@ def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: C
         .with_mounted_temp("/root/.docker")
         .with_env_variable("BUILDKIT_HOST", buildkit_host or f"tcp://{BUILDKIT_ALIAS}:{BUILDKIT_PORT}")
     )
+    if dockerfiles is not None:
+        ctr = ctr.with_directory(DOCKERFILES, dockerfiles)
     if buildkit is not None:
         ctr = ctr.with_service_binding(BUILDKIT_ALIAS, buildkit)
     if creds.password is not None and creds.registry_host:
@@ -536,6 +542,49 @@ class Dimbybot2:
                                   ok=outcome.ok, report_json=report.to_json(outcome),
                                   summary_markdown=report.to_markdown(outcome))
 
+    @function
+    async def debug(
+        self,
+        image: Annotated[str, Doc("Which image: bot or lavalink (see `images`)")],
+        step: Annotated[str, Doc("A step label as explain and BuildKit print it ('deps 4/4'), or first-miss: the first step "
+                                 "explain predicts will miss from --base to the source")],
+        at: Annotated[str, Doc("before: the state the step starts from; after: the state it leaves")] = "before",
+        base: Annotated[str, Doc("Base revision for first-miss and for what changed (default: merge-base with the default branch)")] = "",
+        build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value, as the real build gets them")] = None,
+        cache_backend: Annotated[str, Doc("The cache the real build imports: auto, gha, registry, engine or none (nothing is exported)"),
+                                 dagger.Name("cache")] = "auto",
+        cache_ref: Annotated[str, Doc("Registry repository of the registry cache, as for build-and-push")] = "",
+        cache_bust: Annotated[str, Doc("Cache scope suffix, as for build-and-push")] = "",
+        gha_token: Annotated[dagger.Secret | None, Doc("ACTIONS_RUNTIME_TOKEN (env://ACTIONS_RUNTIME_TOKEN)")] = None,
+        gha_results_url: Annotated[dagger.Secret | None, Doc("ACTIONS_RESULTS_URL (env://ACTIONS_RESULTS_URL)")] = None,
+        username: Annotated[str, Doc("User name for a private registry cache")] = "",
+        password: Annotated[dagger.Secret | None, Doc("Password or token for a private registry cache (env://VAR)")] = None,
+        source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH, as the real build gets it")] = 0,
+        buildkit: Annotated[dagger.Service | None, Doc(BUILDKIT_DOC)] = None,
+    ) -> dagger.Container:
+        """The build's state just before (or after) one Dockerfile step, from the real build's cache: chain `terminal`."""
+        config = await self._config()
+        options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,), source_date_epoch=source_date_epoch,
+                                  cache=cache.CacheOptions(backend=_backend(cache_backend), bust=cache_bust, cache_ref=cache_ref or None,
+                                                           gha_tokens=gha_token is not None and gha_results_url is not None),
+                                  build_args=_build_args(build_arg))
+        (image_plan,) = plan(config, options)
+        planned = debug_plan_container(self.source, dag.current_module().source(), image, step, at, base, build_arg or [])
+        if await planned.exit_code() != 0:
+            raise _tool_error(await planned.stderr())
+        prepared = debug.DebugPlan.from_dict(json.loads(await planned.stdout()))
+        for line in prepared.summary():  # shown in the call's output, above the shell
+            print(line, file=sys.stderr)
+        creds = Credentials(registry_host=cache_ref.split("/", 1)[0] if cache_ref else None, username=username or None,
+                            password=password, gha_token=gha_token, gha_results_url=gha_results_url)
+        # A pure build (no call id): the engine may answer it from its cache.
+        ctr = debug_build_container(image_plan.request, prepared, self.source, creds, *await _buildkit(buildkit))
+        await _check_build(ctr, f"the build up to {prepared.cut.label}")
+        state = dag.container().import_(ctr.file(f"{OUT}/image.tar"))
+        for key, value in prepared.cut.run_env:  # what a RUN sees besides the image's ENV
+            state = state.with_env_variable(key, value)
+        return state
+
 
 async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Credentials,
                      builder: tuple[dagger.Service, str | None], registry: dagger.Service | None,
@@ -620,3 +669,40 @@ def _backend(name: str) -> cache.Backend:
         return cache.Backend(name)
     except ValueError:
         raise InputError("--cache", f"unknown backend {name!r} (auto, gha, registry, engine, none)") from None
+
+
+def debug_plan_container(source: dagger.Directory, module_source: dagger.Directory, image: str, step: str, at: str, base: str,
+                         build_args: list[str]) -> dagger.Container:
+    """Runs the core's debug planner (stdlib only; git for revisions): the step, the cut
+    Dockerfile and what the step's cache key saw change, as JSON."""
+    argv = ["python", "-m", "ci.debug", "--repo", "/repo", "--image", image, "--step", step, "--at", at]
+    if base:
+        argv += ["--base", base]
+    for item in build_args:
+        argv += ["--build-arg", item]
+    return (
+        core_container(module_source, apt=("git",))
+        .with_directory("/repo", source)
+        .with_env_variable("PYTHONPATH", "/pipeline")
+        .with_exec(["git", "config", "--global", "--add", "safe.directory", "/repo"])
+        .with_exec(argv, expect=dagger.ReturnType.ANY)
+    )
+
+
+def debug_build_container(request: BuildRequest, prepared: debug.DebugPlan, source: dagger.Directory, creds: Credentials,
+                          buildkit: dagger.Service, buildkit_host: str | None = None) -> dagger.Container:
+    """The real build's buildctl run (same source, build args and cache imports, no export)
+    on the cut Dockerfile, exporting the state there as an OCI tarball."""
+    dockerfile = debug.cut_path(request.dockerfile, DOCKERFILES)
+    name = dockerfile.rsplit("/", 1)[1]
+    files = dag.directory().with_new_file(name, prepared.cut.dockerfile)
+    if prepared.dockerignore is not None:
+        files = files.with_new_file(f"{name}.dockerignore", prepared.dockerignore)
+    cut = debug.cut_request(request, dockerfile, Output("oci", dest=f"{OUT}/image.tar"))
+    return buildctl_container(cut, source, creds, buildkit, buildkit_host, dockerfiles=files)
+
+
+def _tool_error(stderr: str) -> InputError:
+    """`error: --step: problem` from a core entry point, as the same one-line InputError."""
+    argument, _, problem = stderr.strip().removeprefix("error: ").partition(": ")
+    return InputError(argument, problem) if problem else InputError("--step", argument)
