@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import posixpath
 from collections.abc import Callable
 from typing import Any
 
@@ -63,6 +64,13 @@ class Query:
     @property
     def kind(self) -> str:
         return exec_kind(self.argv)
+
+    def path(self) -> str:
+        """The container path the leaf reads: `directory(...)`, `file(...)` and `exists(...)`
+        selections after the last exec, joined."""
+        last = max(i for i, f in enumerate(self.chain) if f.name == "withExec")
+        parts = [f.args["path"] for f in self.chain[last + 1:] if f.name in ("directory", "file", "exists")]
+        return posixpath.join(*parts) if parts else ""
 
     def env(self) -> dict[str, str]:
         """Plain environment variables set before the last exec."""
@@ -144,7 +152,9 @@ class EngineDouble:
         if leaf.name in ("stdout", "stderr"):
             return getattr(answer, leaf.name)
         if leaf.name == "contents":
-            return answer.files[query.chain[-2].args["path"]]
+            return answer.files[query.path()]
+        if leaf.name == "exists":
+            return any(name == query.path() or name.startswith(query.path() + "/") for name in answer.files)
         raise AssertionError(f"the engine double has no answer for {leaf.name}")
 
 

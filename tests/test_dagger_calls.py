@@ -77,7 +77,8 @@ async def test_deploy_and_verify_determinism_run_again_on_every_call(engine: Eng
     identical = Exec(stdout=json.dumps({"identical": True, "digest_a": DIGEST, "digest_b": DIGEST, "differences": []}))
     seen: dict[str, list[str]] = {"deploy": [], "verify": [], "build": []}
     for _ in range(2):
-        double = engine(Script(steps={"deploy": Exec(stdout="deployed"), "verify": identical}))
+        deployed = Exec(stdout="deployed", files={"/out/exit-code": "0\n", "/out/summary.md": "", "/out/report.json": "{}"})
+        double = engine(Script(steps={"deploy": deployed, "verify": identical}))
         await module().deploy(host="h.example", user="u", ssh_key=dag.set_secret("k", "KEY"), known_hosts=dag.set_secret("n", "h k"),
                               tag=SHA, registry="ghcr.io/me", remote_dir="/srv/bot")
         await module().verify_determinism(image="bot")
