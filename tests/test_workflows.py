@@ -113,3 +113,15 @@ def test_checkouts_do_not_leave_the_token_in_git_config() -> None:
             if step.get("uses", "").startswith("actions/checkout@"):
                 assert step.get("with", {}).get("persist-credentials") is False, name
 
+
+
+def test_ci_runs_the_engine_tests_and_a_smoke_build_that_fails_on_a_failed_image() -> None:
+    jobs = load("ci.yml")["jobs"]
+    tests = [s.get("uses", "") or s.get("run", "") for s in jobs["tests"]["steps"]]
+    install = next(i for i, s in enumerate(tests) if s.startswith("dagger/dagger-for-github@"))
+    run = next(i for i, s in enumerate(tests) if ".ci/run" in s)
+    assert install < run and 'PATH=$PATH' in tests[run]  # sudo keeps the dagger CLI on PATH: engine tests are selected
+    smoke = jobs["dagger-smoke"]["steps"]
+    build = next(s for s in smoke if "build-and-push" in s.get("with", {}).get("args", ""))
+    assert "--latest=false" not in build["with"]["args"] and "artifacts export --path=out" in build["with"]["args"]
+    assert any('test "$(cat out/exit-code)" = 0' in s.get("run", "") for s in smoke)  # the build's verdict, not the summary
