@@ -280,6 +280,7 @@ def test_the_dagger_function_registers_its_arguments_and_returns_a_container() -
     params = fn.parameters
     assert {"image", "step", "at", "base", "build_arg", "cache_backend", "cache_ref", "gha_token", "gha_results_url"} <= set(params)
     assert params["cache_backend"].name == "cache" and params["at"].signature.default == "before"
+    assert params["buildkit"].resolved_type == dagger.Service | None  # the same BuildKit as the real build, when given
     for secret in ("gha_token", "gha_results_url", "password"):
         assert params[secret].resolved_type == dagger.Secret | None
     assert all(p.doc for p in params.values())
