@@ -37,12 +37,21 @@ def test_build_and_push_to_the_embedded_registry_reports_both_images() -> None:
         assert image["digest"].startswith("sha256:") and len(image["refs"]) == 2
 
 
-def test_a_second_run_hits_the_engine_cache() -> None:
+def test_a_second_identical_call_pushes_and_moves_tags_again_from_a_warm_cache() -> None:
+    # Each call starts its own embedded registry: a push replayed from the engine's cache would
+    # leave it empty, and the SHA-tag check before the tag move would fail.
     first = dagger_call("build-and-push", "--sha=" + "e" * 40, "--cache=engine", "report")
     second = dagger_call("build-and-push", "--sha=" + "e" * 40, "--cache=engine", "report")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
-    for image in json.loads(second.stdout)["images"]:
-        assert image["cached_steps"] == image["total_steps"]
+    report = json.loads(second.stdout)
+    assert report["ok"] is True
+    for image in report["images"]:
+        assert image["cached_steps"] == image["total_steps"] and len(image["refs"]) == 2
+
+
+def test_an_external_buildkit_without_a_registry_is_refused() -> None:
+    result = dagger_call("build-and-push", "--sha=" + "f" * 40, "--buildkit=tcp://localhost:1234", "report", timeout=600)
+    assert result.returncode != 0 and "--buildkit: an external BuildKit cannot push" in result.stderr
 
 
 def test_bad_input_fails_before_building() -> None:
