@@ -12,7 +12,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-
 from collections.abc import Iterator
 
 import pytest
