@@ -10,8 +10,10 @@ command to run. Pure functions over trends.Collection.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 import statistics
+import urllib.parse
 
 from .trends import CacheUsage, Collection, ImageSample, Run
 
@@ -62,6 +64,19 @@ def _compare_command(image: str, run: Run, other: Run | None) -> str | None:
     return f"dimbybot-ci report {_quote(run.info.source)} --against {_quote(other.info.source)} --image {_quote(image)}"
 
 
+def _export_command(detail: str) -> str:
+    """Throttling and timeouts want fewer uploads; anything else first wants to know whether the
+    cache service answers at all (the URL is in BuildKit's error)."""
+    if re.search(r"\b429\b|too many requests|timeout|deadline exceeded", detail, re.IGNORECASE):
+        return "dimbybot-ci build-and-push --cache-mode=min  # fewer uploads (README runbook step 3)"
+    url = re.search(r"https?://[^\s\"']+", detail)
+    if url:
+        parts = urllib.parse.urlsplit(url.group(0))
+        path = "/v2/" if parts.path.startswith("/v2/") else "/"
+        return f"curl -sSI {_quote(f'{parts.scheme}://{parts.netloc}{path}')}  # does the cache service answer from here?"
+    return "dimbybot-ci build-and-push --cache-mode=min  # fewer uploads (README runbook step 3)"
+
+
 def for_image(collection: Collection, image: str, thresholds: Thresholds = Thresholds()) -> list[Alert]:
     series = collection.series(image)
     if not series:
@@ -94,8 +109,7 @@ def for_image(collection: Collection, image: str, thresholds: Thresholds = Thres
     if streak >= thresholds.export_failures:
         detail = sample.cache_export_detail or "no detail"
         alerts.append(Alert("export-failing", image, label,
-                            f"cache export failed in the last {streak} runs (latest: {detail})",
-                            "dimbybot-ci build-and-push --cache-mode=min  # fewer uploads; see README runbook step 3"))
+                            f"cache export failed in the last {streak} runs (latest: {detail})", _export_command(detail)))
     if sample.cache_usage is not None:
         alerts.extend(quota([sample.cache_usage], thresholds, image, label))
     return alerts

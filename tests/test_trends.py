@@ -83,6 +83,19 @@ def test_exports_failing_once_is_news_twice_is_an_alert(tmp_path: pathlib.Path) 
     failing = sorted((a["image"], a["message"]) for a in twice if a["kind"] == "export-failing")
     assert [image for image, _ in failing] == ["bot", "lavalink"]
     assert all("failed in the last 2 runs" in m and "connection refused" in m for _, m in failing)
+    # The registry in BuildKit's error did not answer: the first thing to check is whether it does.
+    assert {a["command"] for a in twice if a["kind"] == "export-failing"} == {
+        "curl -sSI https://127.0.0.1:9/v2/  # does the cache service answer from here?"}
+
+
+def test_a_throttled_export_asks_for_fewer_uploads(tmp_path: pathlib.Path) -> None:
+    for n in (1, 2):
+        data = real(n)
+        data["images"][0]["cache_export"] = {"ok": False, "detail": "failed to upload blob: 429 Too Many Requests"}
+        (tmp_path / f"{n}.json").write_text(json.dumps(data))
+    (alert,) = json.loads(cli(str(tmp_path), "--format", "json").stdout)["alerts"]
+    assert (alert["kind"], alert["image"]) == ("export-failing", "bot")
+    assert alert["command"].startswith("dimbybot-ci build-and-push --cache-mode=min")
 
 
 def test_a_lavalink_config_change_falls_under_the_goal(tmp_path: pathlib.Path) -> None:
