@@ -196,7 +196,7 @@ def _info(data: dict[str, Any], source: str, fallback: RunInfo | None) -> RunInf
     return RunInfo(source=base.source, commit=base.commit or text("commit"), branch=base.branch or text("branch"),
                    time=base.time or text("time"), workflow=base.workflow or text("workflow"),
                    run_id=base.run_id or text("run_id"), url=base.url or text("url"),
-                   run_number=base.run_number if base.run_number is not None else number if isinstance(number, int) else None)
+                   run_number=base.run_number if base.run_number is not None else number if type(number) is int else None)
 
 
 def read_report(text: str | bytes, source: str, info: RunInfo | None = None) -> tuple[Run, list[Problem]]:

@@ -313,3 +313,35 @@ def test_build_and_push_writes_the_run_into_the_report(docker: str, repo_copy: p
     assert (data["run"]["commit"], data["run"]["branch"]) == (head, "trunk") and data["run"]["time"].endswith("Z")
     (run,) = trends.load_paths([out]).runs
     assert run.info.commit == head and run.image("lavalink") is not None
+
+
+def test_any_field_of_any_type_is_a_problem_line_never_a_traceback(tmp_path: pathlib.Path) -> None:
+    """Every field of a real report (top level, run, first image, its first step and cache status),
+    replaced by each wrong JSON type in turn: reading it either works or says why (ReportError),
+    and the whole command (table, JSON, chart) over all of them exits 0 without a traceback."""
+    original = real(4)
+    wrong: list[object] = [None, "x", -5, 1.5, [], {}, True, [1, "a"], {"a": 1}]
+
+    def places(data: dict) -> list[tuple[dict, str]]:  # type: ignore[type-arg]
+        image = data["images"][0]
+        return ([(data, k) for k in data] + [(data["run"], k) for k in data["run"]] + [(image, k) for k in image]
+                + [(image["steps"][0], k) for k in image["steps"][0]] + [(image["cache_export"], k) for k in image["cache_export"]])
+
+    checked = 0
+    for index in range(len(places(original))):
+        for value in wrong:
+            data = json.loads(json.dumps(original))
+            container, key = places(data)[index]
+            container[key] = value
+            try:
+                run, problems = trends.read_report(json.dumps(data), "mutated.json")
+            except trends.ReportError as error:
+                assert str(error) and error.kind in ("corrupt", "partial", "not-a-report")
+            else:
+                assert all(p.message for p in problems) and run.images
+            checked += 1
+            (tmp_path / f"m{checked:04d}.json").write_text(json.dumps(data))
+    assert checked > 250
+    for args in ([], ["--format", "json", "--chart", str(tmp_path / "chart.svg")], ["--format", "markdown"]):
+        result = cli(str(tmp_path), *args)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
