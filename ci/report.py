@@ -158,7 +158,8 @@ def _label_order(label: str) -> tuple[str, int]:
 
 
 def _mermaid_label(text: str) -> str:
-    return '"' + text.replace('"', "'").replace("\n", " ")[:24] + '"'
+    # Quoted, without '#' (Mermaid reads `#...;` as an entity) or a quote of its own.
+    return '"' + text.replace('"', "'").replace("#", "run ").replace("\n", " ")[:24] + '"'
 
 
 def mermaid_trend(image: str, points: list[tuple[str, float, float]], goal: float = CACHE_HIT_GOAL) -> str:

@@ -177,8 +177,9 @@ def test_markdown_puts_this_run_against_the_last_runs(tmp_path: pathlib.Path) ->
 
 
 def test_mermaid_labels_cannot_break_the_chart() -> None:
-    chart = report.mermaid_trend('we"ird: #1;', [('a "quoted" label', 1.0, 0.5)])
-    assert 'title "we\'ird   1 : build duration (s)"' in chart and "x-axis [\"a 'quoted' label\"]" in chart
+    chart = report.mermaid_trend('we"ird: #1;', [('a "quoted" label', 1.0, 0.5), ("#12 abc1234", 2.0, 1.0)])
+    assert 'title "we\'ird   1 : build duration (s)"' in chart
+    assert "x-axis [\"a 'quoted' label\", \"run 12 abc1234\"]" in chart
 
 
 def test_charts_are_drawn_from_real_reports(tmp_path: pathlib.Path) -> None:
