@@ -51,7 +51,10 @@ def buildctl(request: BuildRequest, root: str = "/src", metadata_file: str | Non
         argv += ["--export-cache", spec.csv()]
     if request.no_cache:
         argv.append("--no-cache")
-    argv += ["--output", request.output.csv()]
+    # `cacheonly` is buildx's word for "no exporter": buildkitd has no such exporter and fails
+    # the build (moby/buildkit worker/base/worker.go). Without --output it still builds every step.
+    if request.output.kind != "cacheonly":
+        argv += ["--output", request.output.csv()]
     if metadata_file:
         argv += ["--metadata-file", metadata_file]
     return argv

@@ -236,3 +236,26 @@ async def test_verify_determinism_reports_cache_hits_and_fails_when_images_diffe
     engine(Script(steps={"verify": Exec(code=1, stdout=json.dumps(differ))}))
     with pytest.raises(PipelineError, match="differ.*built-at"):
         await module().verify_determinism(image="bot")
+
+
+# --- buildctl is not buildx: only the exporters buildkitd has ------------------------------
+
+# moby/buildkit v0.26 `worker/base/worker.go` Worker.Exporter knows these and answers any other
+# type with `exporter "<type>" could not be found`; buildctl passes --output's type through
+# unchecked (`cmd/buildctl/build/output.go`). `cacheonly` is buildx's: for buildctl, a build
+# whose result only fills the cache has no --output (llbsolver still evaluates every ref).
+BUILDKITD_EXPORTERS = {"image", "local", "tar", "oci", "docker"}
+
+
+async def test_every_buildctl_run_names_only_exporters_buildkitd_has(engine: Engine) -> None:
+    identical = Exec(stdout=json.dumps({"identical": True, "digest_a": DIGEST, "digest_b": DIGEST, "differences": []}))
+    double = engine(Script(steps={"verify": identical}))
+    await module().verify_determinism(image="bot")
+    await push_to_ghcr()
+    await module().build(image="bot")
+    builds = double.execs("build")
+    assert len(builds) == 6  # warm, cached, uncached; two pushes; one build
+    for build in builds:
+        types = {build.argv[i + 1].split(",", 1)[0].removeprefix("type=") for i, a in enumerate(build.argv) if a == "--output"}
+        assert types <= BUILDKITD_EXPORTERS, build.argv
+    assert "--output" not in builds[0].argv  # the warm-up build only fills the cache
