@@ -37,6 +37,11 @@ install_docker() {
   for pkg in runc iptables ca-certificates; do
     dpkg -s "$pkg" >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null
   done
+  # docker.io's postinst creates the docker group with systemd-sysusers (Depends: systemd |
+  # systemd-standalone-sysusers | systemd-sysusers). Without systemd it exits 127, leaving
+  # docker.io half-configured and every later apt-get install failing on "Unmet dependencies".
+  command -v systemd-sysusers >/dev/null 2>&1 \
+    || apt-get install -y -qq --no-install-recommends systemd-standalone-sysusers >/dev/null
 
   local work; work=$(mktemp -d)
   mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/debs"
@@ -57,6 +62,12 @@ install_docker() {
   # dpkg may leave packages unconfigured if a dependency is soft-missing; verify the result
   # instead of trusting dpkg's exit status.
   rm -rf "$work"
+  # A half-configured package or an unmet dependency breaks every later apt-get install
+  # (.ci/run installs more tools): stop here, where the cause is visible.
+  if [[ -n "$(dpkg --audit 2>&1)" ]] || ! apt-get check -qq >/dev/null 2>&1; then
+    dpkg --audit >&2 || true; apt-get check -qq >&2 || true
+    log "dpkg left the Docker packages broken (see above)"; exit 1
+  fi
   have_modern_docker || { log "docker $MIN_DOCKER_MAJOR+ with buildx and compose is not usable after install"; exit 1; }
 }
 
