@@ -196,10 +196,13 @@ def compare_container(module_source: dagger.Directory, image_a: dagger.File, ima
 
 
 def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_key: dagger.Secret, known_hosts: dagger.Secret,
-                     password: dagger.Secret | None, args: list[str], timeout: int, call_id: str) -> dagger.Container:
-    """Runs the core's deploy client with ssh; the key and known_hosts are mounted secrets."""
+                     password: dagger.Secret | None, args: list[str], timeout: int, call_id: str,
+                     repo: dagger.Directory | None = None, webhook: dagger.Secret | None = None,
+                     latest_password: dagger.Secret | None = None) -> dagger.Container:
+    """Runs the core's deploy client with ssh; the key, known_hosts and webhook URL are secrets.
+    The repository (with .git) at /repo orders commits; the report files land in /out."""
     ctr = (
-        core_container(module_source, apt=("openssh-client",))
+        core_container(module_source, apt=("openssh-client", "git"))
         .with_file("/pipeline/deploy/remote-deploy.sh", module_source.file("deploy/remote-deploy.sh"))
         .with_file("/pipeline/compose.yaml", compose)
         .with_mounted_secret("/run/secrets/ssh_key", ssh_key, mode=0o600)
@@ -211,6 +214,12 @@ def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_
     )
     if password is not None:
         ctr = ctr.with_secret_variable("REGISTRY_PASSWORD", password)
+    if webhook is not None:
+        ctr = ctr.with_secret_variable("DISCORD_WEBHOOK_URL", webhook)
+    if latest_password is not None:
+        ctr = ctr.with_secret_variable("LATEST_REGISTRY_PASSWORD", latest_password)
+    if repo is not None:
+        ctr = ctr.with_directory("/repo", repo).with_exec(["git", "config", "--global", "--add", "safe.directory", "/repo"])
     return ctr.with_(once_per_call(call_id)).with_exec(["python", "-m", "ci.deploy", *args], expect=dagger.ReturnType.ANY)
 
 
@@ -303,6 +312,33 @@ class BuildAndPushResult:
         return (dag.directory().with_new_file("summary.md", self.summary_markdown)
                 .with_new_file("report.json", self.report_json)
                 .with_new_file("exit-code", "0\n" if self.ok else "1\n"))
+
+
+@object_type
+class DeployOutcome:
+    """The result of a deploy: the report as text, markdown and JSON, and its exit code."""
+
+    summary_markdown: Annotated[str, Doc("The deploy section for $GITHUB_STEP_SUMMARY")] = field()
+    report_json: Annotated[str, Doc("The JSON report (schema dimbybot2.deploy-report/1)")] = field()
+    text: Annotated[str, Doc("The report as 'key: value' lines")] = field()
+    exit_code: Annotated[int, Doc("0 deployed, 1 failed (rolled back), 2 refused, 3 rollback failed, 4 unknown")] = field()
+
+    @function
+    def summary(self) -> str:
+        """Markdown for $GITHUB_STEP_SUMMARY."""
+        return self.summary_markdown
+
+    @function
+    def report(self) -> str:
+        """The JSON report."""
+        return self.report_json
+
+    @function
+    def artifacts(self) -> dagger.Directory:
+        """summary.md, report.json and exit-code in one directory, for one `export`."""
+        return (dag.directory().with_new_file("summary.md", self.summary_markdown)
+                .with_new_file("report.json", self.report_json)
+                .with_new_file("exit-code", f"{self.exit_code}\n"))
 
 
 T = TypeVar("T")
@@ -423,20 +459,40 @@ class Dimbybot2:
         username: Annotated[str, Doc("Registry user name for the host's pull")] = "",
         password: Annotated[dagger.Secret | None, Doc("Registry password or token for the host's pull")] = None,
         timeout: Annotated[int, Doc("Seconds to wait for every service to be healthy")] = 180,
-    ) -> str:
-        """Roll the host to TAG with Docker Compose over SSH; roll back to the previous tag on any failure."""
-        from .deploy import DeployRequest
+        digests: Annotated[str, Doc("Run by digest: 'bot=sha256:...,lavalink=sha256:...' (build-and-push's report)")] = "",
+        commit: Annotated[str, Doc("Commit the tag was built from (default: the tag)")] = "",
+        force: Annotated[bool, Doc("Deploy even when the commit is older than, or unrelated to, the deployed one")] = False,
+        environment: Annotated[str, Doc("Environment name for the report: staging, production")] = "production",
+        smoke_track: Annotated[str, Doc("A track identifier Lavalink must be able to load (smoke test)")] = "",
+        discord_webhook: Annotated[dagger.Secret | None, Doc("Discord webhook URL: the result is posted there")] = None,
+        latest_password: Annotated[dagger.Secret | None, Doc("Registry password that may push: after a deploy, move `latest` to the deployed digests")] = None,
+    ) -> DeployOutcome:
+        """Roll the host to TAG with Docker Compose over SSH; roll back to the previous version on any failure."""
+        from .deploy import DeployRequest, parse_pins
 
-        DeployRequest(host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir,
-                      username=username, timeout=timeout)  # validates before anything runs
-        args = [host, user, str(port), tag, registry, remote_dir] + ([username] if username else [])
+        config = await self._config()
+        pins = parse_pins([d for d in digests.replace(",", " ").split() if d],
+                          {image.name: image.repository for image in config.images})
+        DeployRequest(host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir, username=username,
+                      timeout=timeout, commit=commit, pins=pins, force=force, environment=environment,
+                      smoke_track=smoke_track)  # validates before anything runs
+        args = ["--host", host, "--user", user, "--port", str(port), "--tag", tag, "--registry", registry,
+                "--remote-dir", remote_dir, "--username", username, "--timeout", str(timeout), "--environment", environment,
+                "--repo", "/repo", "--out", OUT] + (["--commit", commit] if commit else []) + (["--force"] if force else [])
+        args += [arg for pin in pins for arg in ("--digest", f"{pin.name}={pin.digest}")]
+        args += ["--smoke-track", smoke_track] if smoke_track else []
+        args += ["--move-latest"] if latest_password is not None else []
         ctr = deploy_container(dag.current_module().source(), self.source.file("compose.yaml"), ssh_key, known_hosts,
-                               password, args, timeout, new_call_id())
-        code = await ctr.exit_code()
-        report = (await ctr.stdout()).strip()
-        if code != 0:
-            raise PipelineError(report.replace("\n", "; ") or (await ctr.stderr()).strip())
-        return report
+                               password, args, timeout, new_call_id(), repo=self.source, webhook=discord_webhook,
+                               latest_password=latest_password)
+        await ctr.exit_code()
+        if not await ctr.exists(f"{OUT}/exit-code"):  # stopped before deploying: bad input or a missing secret
+            stderr = (await ctr.stderr()).strip()
+            raise PipelineError(stderr.splitlines()[-1] if stderr else "deploy did not run")
+        out = ctr.directory(OUT)
+        return _make(DeployOutcome, summary_markdown=await out.file("summary.md").contents(),
+                     report_json=await out.file("report.json").contents(), text=(await ctr.stdout()).strip(),
+                     exit_code=int((await out.file("exit-code").contents()).strip()))
 
     @function
     async def images(self) -> list[str]:
@@ -456,9 +512,9 @@ class Dimbybot2:
                                   cache=cache.CacheOptions(backend=cache.Backend.ENGINE),
                                   build_args=_build_args(build_arg))
         (image_plan,) = plan(config, options, output=Output("oci", dest=f"{OUT}/image.tar"))
-        # A pure build: no call id, so the engine may answer it from its cache.
-        ctr = buildctl_container(image_plan.request, self.source, Credentials(), *await _buildkit(buildkit))
-        await _check_build(ctr, f"build of {image}")
+        builder = await _buildkit(buildkit)
+        ctr = await _pure_build(lambda call_id: buildctl_container(image_plan.request, self.source, Credentials(), *builder,
+                                                                   call_id=call_id), f"build of {image}")
         return dag.container().import_(ctr.file(f"{OUT}/image.tar"))
 
     # cache="never": it pushes. (dagger-io 0.21's typing overloads of `function` omit the
@@ -577,9 +633,9 @@ class Dimbybot2:
             print(line, file=sys.stderr)
         creds = Credentials(registry_host=cache_ref.split("/", 1)[0] if cache_ref else None, username=username or None,
                             password=password, gha_token=gha_token, gha_results_url=gha_results_url)
-        # A pure build (no call id): the engine may answer it from its cache.
-        ctr = debug_build_container(image_plan.request, prepared, self.source, creds, *await _buildkit(buildkit))
-        await _check_build(ctr, f"the build up to {prepared.cut.label}")
+        builder = await _buildkit(buildkit)
+        ctr = await _pure_build(lambda call_id: debug_build_container(image_plan.request, prepared, self.source, creds, *builder,
+                                                                      call_id=call_id), f"the build up to {prepared.cut.label}")
         state = dag.container().import_(ctr.file(f"{OUT}/image.tar"))
         for key, value in prepared.cut.run_env:  # what a RUN sees besides the image's ENV
             state = state.with_env_variable(key, value)
@@ -644,6 +700,21 @@ async def _buildkit(external: dagger.Service | None, registry: dagger.Service | 
     return external, f"tcp://{BUILDKIT_ALIAS}:{port}"
 
 
+async def _pure_build(make: Callable[[str | None], dagger.Container], what: str) -> dagger.Container:
+    """Run a build with no outside effect, letting the engine answer it from its cache; if it
+    failed, run it once more with a call id before believing the failure.
+
+    Why: with `expect=ANY` the engine caches a failed exec like any other, so a transient failure
+    (an unreachable BuildKit, a registry's 429) would be replayed on every later call with the
+    same inputs, without anything running. The retry's call id makes it a new exec.
+    """
+    ctr = make(None)
+    if await ctr.exit_code() != 0:
+        ctr = make(new_call_id())
+        await _check_build(ctr, what)
+    return ctr
+
+
 async def _check_build(ctr: dagger.Container, what: str) -> BuildLog:
     """The build's progress, or PipelineError with BuildKit's error or buildctl's last words."""
     code = await ctr.exit_code()
@@ -690,7 +761,8 @@ def debug_plan_container(source: dagger.Directory, module_source: dagger.Directo
 
 
 def debug_build_container(request: BuildRequest, prepared: debug.DebugPlan, source: dagger.Directory, creds: Credentials,
-                          buildkit: dagger.Service, buildkit_host: str | None = None) -> dagger.Container:
+                          buildkit: dagger.Service, buildkit_host: str | None = None,
+                          call_id: str | None = None) -> dagger.Container:
     """The real build's buildctl run (same source, build args and cache imports, no export)
     on the cut Dockerfile, exporting the state there as an OCI tarball."""
     dockerfile = debug.cut_path(request.dockerfile, DOCKERFILES)
@@ -699,7 +771,7 @@ def debug_build_container(request: BuildRequest, prepared: debug.DebugPlan, sour
     if prepared.dockerignore is not None:
         files = files.with_new_file(f"{name}.dockerignore", prepared.dockerignore)
     cut = debug.cut_request(request, dockerfile, Output("oci", dest=f"{OUT}/image.tar"))
-    return buildctl_container(cut, source, creds, buildkit, buildkit_host, dockerfiles=files)
+    return buildctl_container(cut, source, creds, buildkit, buildkit_host, call_id=call_id, dockerfiles=files)
 
 
 def _tool_error(stderr: str) -> InputError:

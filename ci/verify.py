@@ -109,7 +109,7 @@ def open_source(spec: str, tmp: pathlib.Path, username: str | None = None, passw
     if path.is_file():
         dest = tmp / f"layout-{len(list(tmp.iterdir()))}"
         try:
-            extract_layout(path, dest)
+            extract_files(path, dest)
         except tarfile.TarError as err:
             raise InputError("IMAGE", f"{spec}: not a readable OCI layout tarball ({err})") from None
         return LayoutSource(dest)
@@ -118,9 +118,9 @@ def open_source(spec: str, tmp: pathlib.Path, username: str | None = None, passw
     raise InputError("IMAGE", f"{spec!r} is neither an OCI layout (directory or tarball) nor a registry reference")
 
 
-def extract_layout(tarball: pathlib.Path, dest: pathlib.Path) -> None:
-    """Unpack an OCI layout tarball (only directories and regular files, as BuildKit writes
-    them) without trusting its member names.
+def extract_files(tarball: pathlib.Path, dest: pathlib.Path) -> None:
+    """Unpack a tarball of directories and regular files only (an OCI layout as BuildKit writes
+    it, a source distribution) without trusting its member names.
 
     Why not `extractall(filter="data")`: the filter arrived in Python 3.11.4, and Debian 12's
     own python3 is 3.11.2. An OCI layout never needs links, devices or paths outside itself, so

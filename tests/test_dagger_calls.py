@@ -259,3 +259,23 @@ async def test_every_buildctl_run_names_only_exporters_buildkitd_has(engine: Eng
         types = {build.argv[i + 1].split(",", 1)[0].removeprefix("type=") for i, a in enumerate(build.argv) if a == "--output"}
         assert types <= BUILDKITD_EXPORTERS, build.argv
     assert "--output" not in builds[0].argv  # the warm-up build only fills the cache
+
+
+# --- a failed exec is cached too: a pure build is re-run once before its failure is believed --
+
+async def test_a_pure_build_that_succeeds_carries_no_call_id_and_runs_once(engine: Engine) -> None:
+    double = engine(Script())
+    await module().build(image="bot")
+    (build,) = double.execs("build")
+    assert main.CALL_ID_ENV not in build.env()  # an unchanged build is answered from the engine's cache
+
+
+async def test_a_failed_pure_build_is_run_again_with_a_call_id_before_the_failure_is_reported(engine: Engine) -> None:
+    # The engine caches an exec that exited non-zero under expect=ANY like any other: without the
+    # second, unique run, a passing outage would be replayed on every later call.
+    double = engine(Script(steps={"build": failed_build('error: failed to dial "tcp://buildkitd:1234"\n')}))
+    with pytest.raises(PipelineError, match="build of bot failed: error: failed to dial"):
+        await module().build(image="bot")
+    first, second = double.execs("build")
+    assert main.CALL_ID_ENV not in first.env()
+    assert second.env()[main.CALL_ID_ENV] and first.argv == second.argv

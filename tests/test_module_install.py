@@ -26,46 +26,22 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tomllib
 
+from ci.explain.ignore import IgnoreRules
+from ci.verify import extract_files
 from tests.conftest import REPO
 
 # What the Python runtime removes from the source before installing (discovery.go DirExcludes).
 RUNTIME_DROPS = (".venv", "sdk")
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """moby/patternmatcher's syntax: `*` and `?` stop at `/`, `**` crosses it."""
-    out = ""
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**", i):
-            out += ".*"
-            i += 2
-        elif pattern[i] == "*":
-            out += "[^/]*"
-            i += 1
-        elif pattern[i] == "?":
-            out += "[^/]"
-            i += 1
-        else:
-            out += re.escape(pattern[i])
-            i += 1
-    return re.compile(f"^{out}$")
-
-
 def included(path: str, patterns: list[str]) -> bool:
-    """Is `path` in the context? Each pattern matches the path or one of its parent
-    directories; the last pattern that matches decides (`!` excludes)."""
-    parents = [path.split("/")[:n] for n in range(1, path.count("/") + 2)]
-    decision = False
-    for raw in patterns:
-        negated = raw.startswith("!")
-        regex = _pattern_regex(os.path.normpath(raw.removeprefix("!")))
-        if any(regex.match("/".join(parts)) for parts in parents):
-            decision = not negated
-    return decision
+    """Is `path` in the context? The engine's filter is moby/patternmatcher's, the same matcher
+    the project already implements for .dockerignore (ci.explain.ignore, checked against
+    patternmatcher's own test cases): a path is kept when the last pattern matching it or one of
+    its parent directories is a positive one (`!` excludes)."""
+    return IgnoreRules.from_patterns(patterns).ignored(path)
 
 
 def engine_include_list() -> list[str]:
@@ -108,6 +84,18 @@ def test_everything_pyproject_names_survives_the_module_filter(tmp_path: pathlib
     assert not {p for p in copied if p.split("/")[0] in ("bot", "tests", "Lavalink", ".git", "bench")}
 
 
+def test_every_file_the_module_reads_from_its_own_source_survives_the_filter() -> None:
+    """`dag.current_module().source()` is the include-filtered tree: a path the Dagger skin reads
+    from it (`module_source.file("deploy/remote-deploy.sh")`, ...) that the filter drops would fail
+    only on a real engine."""
+    read = set(re.findall(r'module_source\.(?:file|directory)\("([^"]+)"\)', (REPO / "ci" / "main.py").read_text()))
+    assert {"ci", "deploy/remote-deploy.sh"} <= read
+    patterns = engine_include_list()
+    kept = [p for p in repository_files() if included(p, patterns)]
+    for path in read:
+        assert any(k == path or k.startswith(path + "/") for k in kept), f"dagger.json's include drops {path}"
+
+
 def test_the_filtered_module_installs_like_the_python_runtime_and_loads_its_main_object(tmp_path: pathlib.Path) -> None:
     uv = shutil.which("uv", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("uv")
     assert uv, "uv is in the test extra (pip install -e '.[test]')"
@@ -121,8 +109,7 @@ def test_the_filtered_module_installs_like_the_python_runtime_and_loads_its_main
     subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", "dagger-io",
                     f"dagger-io=={pin}", "-d", str(downloads)], check=True, capture_output=True, timeout=600)
     (sdist,) = downloads.glob("dagger_io-*.tar.gz")
-    with tarfile.open(sdist) as archive:
-        archive.extractall(tmp_path / "sdist", filter="data")
+    extract_files(sdist, tmp_path / "sdist")  # no extractall(filter=...): Debian's Python 3.11.2 lacks it
     (unpacked,) = (tmp_path / "sdist").iterdir()
     (mod / "sdk").mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE", "src"):
