@@ -308,10 +308,67 @@ def deploy(
     timeout: Annotated[int, typer.Option(help="Seconds to wait for every service to be healthy.")] = 180,
     project: Annotated[str, typer.Option(help="Compose project name (default: the compose file's name).")] = "",
 ) -> None:
-    """Roll the host to TAG with Docker Compose over SSH; on any failure, roll back to the previous tag.
+    lock_wait: Annotated[int, typer.Option(help="Seconds to wait for another deploy on the host to finish.")] = 600,
+    """Roll the host to TAG with Docker Compose over SSH; on any failure, roll back to the previous version.
+    commit: Annotated[str, typer.Option(help="Commit the tag was built from (default: the tag, when it is a SHA).")] = "",
+    digest: Annotated[list[str] | None, typer.Option(help="Run IMAGE by digest: IMAGE=sha256:... (repeatable; from build-and-push's report).")] = None,
+    force: Annotated[bool, typer.Option(help="Deploy even when the commit is older than, or unrelated to, the one deployed.")] = False,
+    repo: Annotated[pathlib.Path, typer.Option(help="Git checkout whose history orders commits.")] = pathlib.Path("."),
+    environment: Annotated[str, typer.Option(help="Environment name for the report (staging, production).")] = "production",
+    smoke_track: Annotated[str, typer.Option(help="A track identifier Lavalink must be able to load (smoke test).")] = "",
+    webhook_env: Annotated[str, typer.Option(help="Environment variable holding a Discord webhook URL; posts the result when set.")] = "DISCORD_WEBHOOK_URL",
+    summary_file: Annotated[pathlib.Path | None, typer.Option(help="Append the markdown report here (default: $GITHUB_STEP_SUMMARY when set).")] = None,
 
-    Host keys are always checked. Exit 0 deployed, 1 failed or rolled back, 2 refused before any change.
+    The host runs the deploy as a job that finishes even if this command or its connection dies;
+    this command follows it and reconnects. Host keys are always checked. Exit 0 deployed,
+    1 failed (rolled back), 2 refused before any change, 3 the rollback failed too, 4 outcome unknown.
     """
+    from . import deploy as deploy_core
+
+    key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
+    from . import deploy_cli
+    try:
+        if not key.strip():
+    root = repo.resolve()
+            raise InputError("--ssh-key-env", f"environment variable {ssh_key_env} is empty or not set")
+        if not known_hosts.strip():
+            raise InputError("--known-hosts-env", f"environment variable {known_hosts_env} is empty: host key checking is always on")
+        if compose_file is not None and not compose_file.is_file():
+            raise InputError("--compose-file", f"{compose_file} not found")
+        request = deploy_core.DeployRequest(
+            host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir, username=username,
+            timeout=timeout, lock_wait=lock_wait, project=project, commit=commit, force=force, environment=environment,
+            smoke_track=smoke_track, pins=deploy_core.parse_pins(digest or [], deploy_cli.repositories(root)))
+        summary_env = os.environ.get("GITHUB_STEP_SUMMARY")
+        summary = summary_file or (pathlib.Path(summary_env) if summary_env else None)
+        outcome = deploy_cli.execute(request, key, known_hosts, os.environ.get(password_env) if username else None,
+                                     compose_file.read_text() if compose_file else None, root,
+                                     webhook_url=os.environ.get(webhook_env) or None, summary_path=summary, on_log=say)
+    except InputError as error:
+        fail_input(error)
+    for warning in outcome.warnings:
+        say(warning)
+    typer.echo(outcome.result.summary())
+    raise typer.Exit(outcome.result.exit_code)
+
+
+@app.command("deploy-status")
+def deploy_status(
+    host: Annotated[str, typer.Option(help="Host to ask.")],
+    user: Annotated[str, typer.Option(help="SSH user.")],
+    remote_dir: Annotated[str, typer.Option(help="The deploy directory on the host.")],
+    port: Annotated[int, typer.Option(help="SSH port.")] = 22,
+    ssh_key_env: Annotated[str, typer.Option(help="Environment variable holding the SSH private key.")] = "DEPLOY_SSH_KEY",
+    known_hosts_env: Annotated[str, typer.Option(help="Environment variable holding the host's known_hosts line(s).")] = "DEPLOY_KNOWN_HOSTS",
+    job: Annotated[str, typer.Option(help="Follow this job to its end and print its report (default: the last job).")] = "",
+) -> None:
+    """What the host runs, and the last (or a given) deploy job's final report, following it if it still runs.
+
+    Exit: that job's code (0 deployed, 1 failed, 2 refused, 3 rollback failed, 4 unknown); 2 if the host cannot be asked.
+    """
+    import re
+    import time
+
     from . import deploy as deploy_core
 
     key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
@@ -320,22 +377,29 @@ def deploy(
             raise InputError("--ssh-key-env", f"environment variable {ssh_key_env} is empty or not set")
         if not known_hosts.strip():
             raise InputError("--known-hosts-env", f"environment variable {known_hosts_env} is empty: host key checking is always on")
-        if compose_file is not None and not compose_file.is_file():
-            raise InputError("--compose-file", f"{compose_file} not found")
-        request = deploy_core.DeployRequest(host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir,
-                                            username=username, timeout=timeout, project=project)
+        if job and not re.match(r"^[A-Za-z0-9._-]{1,64}$", job):
+            raise InputError("--job", f"{job!r} is not a job id")
+        request = deploy_core.DeployRequest(host=host, user=user, port=port, tag="status", registry="localhost", remote_dir=remote_dir)
     except InputError as error:
         fail_input(error)
     with deploy_core.secret_files(key, known_hosts) as (key_file, hosts_file):
-        with err.status(f"deploying {tag} to {host} ..."):
-            result = deploy_core.run(request, key_file, hosts_file, os.environ.get(password_env) if username else None,
-                                     compose_file.read_text() if compose_file else None)
-    if result.exit_code != 255 and result.stderr.strip():
-        sys.stderr.write(result.stderr if result.stderr.endswith("\n") else result.stderr + "\n")  # the remote log
-    typer.echo(result.summary())
-    if result.exit_code == 255:
-        raise typer.Exit(2)
-    raise typer.Exit(0 if result.ok else (2 if result.outcome == "refused" else 1))
+        client = deploy_core.Client(request, key_file, hosts_file, on_log=say)
+        state, problem = client.status()
+        if state is None:
+            say(f"error: cannot ask {host}: {problem}")
+            raise typer.Exit(2)
+        typer.echo(f"deployed tag: {state.tag}\ndeployed commit: {state.commit}\ndeployed pins: {state.pins}")
+        target = job or (state.last_job if state.last_job != "none" else "")
+        if not target:
+            raise typer.Exit(0)
+        final, _, lost = client.follow(target, 0, time.monotonic() + 3600, reconnect_for=120)
+    if final is None:
+        say(f"error: lost contact with {host}: {lost}")
+        raise typer.Exit(4)
+    typer.echo(f"job: {target}")
+    report, services = deploy_core.parse_report(final.stdout)
+    typer.echo(deploy_core.DeployResult(final.code, report, services, []).summary())
+    raise typer.Exit(final.code if final.code in range(5) else 4)
 
 
 @app.command("verify-determinism")

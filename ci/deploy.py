@@ -1,9 +1,17 @@
-"""Deploy over SSH with Docker Compose: validate, then run deploy/remote-deploy.sh remotely.
+"""Deploy over SSH with Docker Compose: validate, check the order, start the host's job, follow it.
 
-The remote script and its settings travel on ssh's standard input (`ssh host bash -s`), so
-the registry password is never in argv on either side. Host keys are always checked
-against the known_hosts given (StrictHostKeyChecking=yes): an unknown or changed host key
-ends the deploy before anything runs remotely.
+deploy/remote-deploy.sh travels with its settings on ssh's standard input (`ssh host bash -s`),
+so the registry password is never in argv on either side. Host keys are always checked
+against the known_hosts given (StrictHostKeyChecking=yes).
+
+The host runs the deploy as a detached job with its own log and status: once it has said
+"accepted", whatever happens to this client or its connection, the host finishes (deployed
+or rolled back). This client follows the job's log, reconnects when the connection drops,
+and reports the job's final state. Keep-alives notice a silent network loss in seconds.
+
+Exit codes (and `DeployResult.exit_code`): 0 deployed; 1 failed (rolled back, or a first
+deploy stopped); 2 refused, nothing changed; 3 the rollback failed too (a person is needed);
+4 the outcome is unknown (contact lost; the host finishes on its own: `deploy-status`).
 """
 
 from __future__ import annotations
@@ -12,13 +20,16 @@ import dataclasses
 import os
 import pathlib
 import re
+import secrets
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
-from . import tags
+from . import deploy_order, tags
 from .errors import InputError
 
 _HERE = pathlib.Path(__file__).resolve().parent
@@ -28,6 +39,48 @@ SCRIPT = next((p for p in (_HERE.parent / "deploy" / "remote-deploy.sh", _HERE /
 _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_PIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TRACK = re.compile(r"^[\x21-\x7e]{1,300}$")
+
+DEPLOYED, FAILED, REFUSED, ROLLBACK_FAILED, UNKNOWN = 0, 1, 2, 3, 4
+# ssh's exit 255 with one of these means the session never started: nothing ran remotely.
+_BEFORE_SESSION = re.compile(r"Host key verification failed|Permission denied|Could not resolve hostname|"
+                             r"Connection refused|No route to host|Network is unreachable|banner exchange|"
+                             r"kex_exchange_identification|Load key|invalid format|error in libcrypto|"
+                             r"UNPROTECTED PRIVATE KEY|Too many authentication failures|Connection timed out$")
+# Seconds between keep-alives, and how many may go unanswered: a dead link is noticed in 15 s.
+KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Pin:
+    """Run REPOSITORY:TAG@DIGEST for image NAME (the digest the build produced)."""
+
+    name: str
+    repository: str
+    digest: str
+
+    def __post_init__(self) -> None:
+        if not _PIN_NAME.match(self.name) or not _REPOSITORY.match(self.repository):
+            raise InputError("--digest", f"{self.name!r}/{self.repository!r} is not an image name and repository")
+        if not _DIGEST.match(self.digest):
+            raise InputError("--digest", f"{self.digest!r} is not sha256:<64 hex>")
+
+
+def parse_pins(values: Iterable[str], repositories: dict[str, str]) -> tuple[Pin, ...]:
+    """`NAME=sha256:...` values; NAME is an image name (repositories maps names to registry repositories)."""
+    pins = []
+    for value in values:
+        name, sep, digest = value.partition("=")
+        if not sep or name not in repositories:
+            raise InputError("--digest", f"{value!r} is not NAME=sha256:... with NAME one of {', '.join(sorted(repositories))}")
+        pins.append(Pin(name, repositories[name], digest))
+    if len({p.name for p in pins}) != len(pins):
+        raise InputError("--digest", "an image is pinned twice")
+    return tuple(pins)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +95,12 @@ class DeployRequest:
     timeout: int = 180
     lock_wait: int = 600
     project: str = ""
+    commit: str = ""  # the commit the tag was built from (default: the tag, when it is a SHA)
+    pins: tuple[Pin, ...] = ()
+    force: bool = False
+    pull_timeout: int = 900
+    environment: str = "production"
+    smoke_track: str = ""
 
     def __post_init__(self) -> None:
         if not _HOST.match(self.host):
@@ -56,8 +115,55 @@ class DeployRequest:
             raise InputError("--remote-dir", f"must be an absolute path without '..', got {self.remote_dir!r}")
         if not 10 <= self.timeout <= 3600:
             raise InputError("--timeout", f"seconds between 10 and 3600, got {self.timeout}")
+        if not 0 <= self.lock_wait <= 7200:
+            raise InputError("--lock-wait", f"seconds between 0 and 7200, got {self.lock_wait}")
+        if not 10 <= self.pull_timeout <= 7200:
+            raise InputError("--pull-timeout", f"seconds between 10 and 7200, got {self.pull_timeout}")
         if self.project and not _PROJECT.match(self.project):
             raise InputError("--project", f"{self.project!r} is not a compose project name")
+        if self.commit:
+            tags.validate_sha(self.commit, "--commit")
+        if not _ENVIRONMENT.match(self.environment):
+            raise InputError("--environment", f"{self.environment!r} is not an environment name")
+        if self.smoke_track and not _TRACK.match(self.smoke_track):
+            raise InputError("--smoke-track", "must be one printable word without spaces")
+
+    @property
+    def deployed_commit(self) -> str:
+        """The commit this deploy records on the host (the tag itself when no commit is given)."""
+        return self.commit or self.tag
+
+    @property
+    def budget(self) -> float:
+        """Seconds the host may need: lock wait, pull, roll-out and rollback, plus slack."""
+        return self.lock_wait + self.pull_timeout + 2 * self.timeout + 300
+
+
+def normalise_key(text: str) -> str:
+    """An SSH private key as OpenSSH reads it: LF line ends and a final newline.
+
+    A secret pasted without its trailing newline (or with CRLF) makes OpenSSH fail with
+    "error in libcrypto"; both skins pass keys through here.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").strip().split("\n")
+    return "\n".join(line.strip() for line in lines) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class HostState:
+    """What the host runs (its `.deploy/state`), as `status` reports it."""
+
+    tag: str
+    commit: str
+    pins: str
+    last_job: str
+    last_result: str
+
+    @classmethod
+    def parse(cls, output: str) -> HostState:
+        fields = dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
+        return cls(fields.get("deployed tag", "none"), fields.get("deployed commit", "none"),
+                   fields.get("deployed pins", ""), fields.get("last job", "none"), fields.get("last job result", ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,40 +171,47 @@ class DeployResult:
     exit_code: int
     report: dict[str, str]
     services: dict[str, str]
-    output: str
-    stderr: str
+    log: list[str]
+    job: str = ""
+    ssh_error: str = ""
+    order: str = ""
 
     @property
     def outcome(self) -> str:
-        if self.exit_code == 255:
-            return "ssh failed"
         return self.report.get("result", "unknown")
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and self.outcome == "deployed"
+        return self.exit_code == DEPLOYED
+
+    @property
+    def rolled_back(self) -> bool:
+        return self.outcome == "rolled back"
 
     def summary(self) -> str:
-        if self.exit_code == 255:
-            return f"deploy: ssh failed before anything ran remotely: {self.stderr.strip().splitlines()[-1:] or ['no output']}"
-        lines = [f"{k}: {v}" for k, v in self.report.items()]
+        lines = [f"job: {self.job}"] if self.job else []
+        lines += [f"{k}: {v}" for k, v in self.report.items() if k != "exit"]
         lines += [f"service {k}: {v}" for k, v in self.services.items()]
+        if self.order:
+            lines.append(f"order: {self.order}")
         return "\n".join(lines)
 
 
-def payload(request: DeployRequest, password: str | None, compose_text: str | None, script: str | None = None) -> str:
-    """What `bash -s` reads: the settings as shell assignments, then the script."""
-    settings = {
-        "DEPLOY_DIR": request.remote_dir, "DEPLOY_TAG": request.tag, "DEPLOY_REGISTRY": request.registry,
-        "DEPLOY_REGISTRY_USERNAME": request.username, "DEPLOY_REGISTRY_PASSWORD": password or "",
-        "DEPLOY_TIMEOUT": str(request.timeout), "DEPLOY_LOCK_WAIT": str(request.lock_wait),
-        "DEPLOY_PROJECT": request.project, "DEPLOY_COMPOSE_FILE": compose_text or "",
-    }
-    # The password is a plain shell variable, not exported: no process the script starts
-    # (docker login reads it from a pipe) inherits it in its environment.
-    lines = [f"{'' if key == 'DEPLOY_REGISTRY_PASSWORD' else 'export '}{key}={shlex.quote(value)}"
-             for key, value in settings.items()]
-    return "\n".join(lines) + "\n" + (script if script is not None else SCRIPT.read_text())
+_REPORT_KEYS = ("old tag", "new tag", "rolled back", "result", "reason", "stale", "exit")
+
+
+def parse_report(lines: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    report: dict[str, str] = {}
+    services: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.partition(": ")
+        if not sep:
+            continue
+        if key.startswith("service "):
+            services[key.removeprefix("service ")] = value
+        elif key in _REPORT_KEYS:
+            report[key] = value
+    return report, services
 
 
 def ssh_argv(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Path) -> list[str]:
@@ -106,33 +219,216 @@ def ssh_argv(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathli
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR",
+            "-o", f"ServerAliveInterval={KEEPALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={KEEPALIVE_COUNT}",
             f"{request.user}@{request.host}", "bash -s"]
 
 
-def parse_report(output: str) -> tuple[dict[str, str], dict[str, str]]:
-    report: dict[str, str] = {}
-    services: dict[str, str] = {}
-    for line in output.splitlines():
-        key, sep, value = line.partition(": ")
-        if not sep:
+def payload(request: DeployRequest, action: str, job: str = "", password: str | None = None,
+            compose_text: str | None = None, expect_commit: str | None = None, log_from: int = 0,
+            script: str | None = None) -> str:
+    """What `bash -s` reads: the settings as shell assignments, then the script."""
+    settings = {
+        "DEPLOY_ACTION": action, "DEPLOY_DIR": request.remote_dir, "DEPLOY_JOB": job, "DEPLOY_TAG": request.tag,
+        "DEPLOY_COMMIT": request.deployed_commit, "DEPLOY_REGISTRY": request.registry,
+        "DEPLOY_PINS": "\n".join(f"{p.name} {p.repository} {p.digest}" for p in request.pins),
+        "DEPLOY_EXPECT_COMMIT": "" if expect_commit is None else expect_commit,
+        "DEPLOY_FORCE": "1" if request.force else "0",
+        "DEPLOY_REGISTRY_USERNAME": request.username, "DEPLOY_REGISTRY_PASSWORD": password or "",
+        "DEPLOY_TIMEOUT": str(request.timeout), "DEPLOY_PULL_TIMEOUT": str(request.pull_timeout),
+        "DEPLOY_LOCK_WAIT": str(request.lock_wait), "DEPLOY_PROJECT": request.project,
+        "DEPLOY_COMPOSE_FILE": compose_text or "", "DEPLOY_LOG_FROM": str(log_from),
+        "DEPLOY_SMOKE_TRACK": request.smoke_track,
+    }
+    # The password is a plain shell variable, not exported: no process the script starts
+    # inherits it; the script turns it into a private auth file and unsets it.
+    lines = [f"{'' if key == 'DEPLOY_REGISTRY_PASSWORD' else 'export '}{key}={shlex.quote(value)}"
+             for key, value in settings.items()]
+    return "\n".join(lines) + "\n" + (script if script is not None else SCRIPT.read_text())
+
+
+@dataclasses.dataclass
+class _Call:
+    code: int
+    stdout: list[str]
+    stderr: str
+    accepted: bool
+    log_lines: int
+
+
+def _ssh(argv: list[str], text: str, on_log: Callable[[str], None], timeout: float) -> _Call:
+    """One ssh call: stream `log: ` lines to on_log as they come, collect the rest."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LC_ALL": "C"}, start_new_session=True)
+    stdout: list[str] = []
+    stderr: list[str] = []
+    state = {"accepted": False, "log": 0}
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            if line.startswith("log: "):
+                state["log"] += 1
+                on_log(line.removeprefix("log: "))
+                continue
+            if line.startswith("accepted: "):
+                state["accepted"] = True
+            stdout.append(line)
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        stderr.extend(proc.stderr)
+
+    readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
+    for reader in readers:
+        reader.start()
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(text)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    try:
+        code = proc.wait(timeout=max(timeout, 1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+        stderr.append(f"no final report within {timeout:.0f}s\n")
+        code = 255
+    for reader in readers:
+        reader.join(timeout=5)
+    if code < 0:  # ssh itself was killed: for this client, the connection is gone
+        stderr.append(f"ssh ended by signal {-code}\n")
+        code = 255
+    return _Call(code, stdout, "".join(stderr), bool(state["accepted"]), int(state["log"]))
+
+
+class Client:
+    """A deploy client for one host: the ssh settings, secrets on files, and a log sink."""
+
+    def __init__(self, request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Path,
+                 on_log: Callable[[str], None] = lambda line: None) -> None:
+        if not known_hosts.is_file() or not known_hosts.read_text().strip():
+            raise InputError("--known-hosts", "is empty: host key checking is always on")
+        self.request = request
+        self.argv = ssh_argv(request, key_file, known_hosts)
+        self.on_log = on_log
+
+    def call(self, action: str, timeout: float, **settings: object) -> _Call:
+        text = payload(self.request, action, **settings)  # type: ignore[arg-type]
+        return _ssh(self.argv, text, self.on_log, timeout)
+
+    def status(self) -> tuple[HostState | None, str]:
+        call = self.call("status", timeout=60)
+        if call.code != 0:
+            return None, _last_line(call.stderr) or _last_line("\n".join(call.stdout))
+        return HostState.parse("\n".join(call.stdout)), ""
+
+    def follow(self, job: str, log_from: int, deadline: float, reconnect_for: float) -> tuple[_Call | None, int, str]:
+        """Follow job to its end, reconnecting while the link is down. Returns (final call, log lines, last ssh error)."""
+        error = ""
+        lost_since = time.monotonic()
+        delay = 1.0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, log_from, error or "the client's deadline passed"
+            call = self.call("follow", timeout=remaining, job=job, log_from=log_from)
+            log_from += call.log_lines
+            if call.code != 255:
+                return call, log_from, ""
+            error = _last_line(call.stderr)
+            if call.log_lines:
+                lost_since = time.monotonic()
+            if time.monotonic() - lost_since > reconnect_for:
+                return None, log_from, error
+            self.on_log(f"(connection lost: {error}; reconnecting)")
+            time.sleep(delay)
+            delay = min(delay * 2, 15)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def new_job_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def run(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Path, password: str | None,
+        compose_text: str | None = None, repo: pathlib.Path | None = None,
+        on_log: Callable[[str], None] = lambda line: None, timeout: float | None = None,
+        reconnect_for: float = 300) -> DeployResult:
+    """Deploy: read the host's state, check the order, start the job, follow it to its end."""
+    client = Client(request, key_file, known_hosts, on_log)
+    deadline = time.monotonic() + (timeout or request.budget)
+    order_text = ""
+    for _attempt in range(3):
+        expect: str | None = None
+        if not request.force:
+            state, error = client.status()
+            if state is None:
+                return DeployResult(REFUSED, {"result": "refused", "reason": f"ssh failed before anything ran remotely: {error}"},
+                                    {}, [], ssh_error=error)
+            order = deploy_order.check(repo, state.commit, request.deployed_commit)
+            order_text = order.reason()
+            if not order.allowed:
+                return DeployResult(REFUSED, {"result": "refused", "reason": f"out of order: {order.reason()}; "
+                                              "deploy it anyway with --force"}, {}, [], order=order_text)
+            expect = state.commit
+        else:
+            order_text = "not checked (--force)"
+        job = new_job_id()
+        log: list[str] = []
+
+        def sink(line: str, log: list[str] = log) -> None:
+            log.append(line)
+            on_log(line)
+
+        client.on_log = sink
+        first = client.call("start", timeout=deadline - time.monotonic(), job=job, password=password,
+                            compose_text=compose_text, expect_commit=expect)
+        final: _Call | None = first
+        error = ""
+        if first.code == 255:
+            error = _last_line(first.stderr)
+            if not first.accepted and _BEFORE_SESSION.search(error):
+                return DeployResult(REFUSED, {"result": "refused", "reason": f"ssh failed before anything ran remotely: {error}"},
+                                    {}, log, ssh_error=error)
+            client.on_log(f"(connection lost: {error or 'no message'}; reconnecting to follow job {job})")
+            final, _, error = client.follow(job, first.log_lines, deadline, reconnect_for)
+        if final is None:
+            reason = (f"lost contact with the host ({error}); the host finishes job {job} on its own, deployed or "
+                      f"rolled back: see `dimbybot-ci deploy-status`")
+            return DeployResult(UNKNOWN, {"result": "unknown", "reason": reason}, {}, log, job=job, ssh_error=error, order=order_text)
+        report, services = parse_report(final.stdout)
+        if report.get("stale") == "yes":
+            on_log("the host's deployed commit changed while this deploy waited; checking the order again")
             continue
-        if key.startswith("service "):
-            services[key.removeprefix("service ")] = value
-        elif key in ("old tag", "new tag", "rolled back", "result", "reason"):
-            report[key] = value
-    return report, services
+        code = final.code if final.code in (DEPLOYED, FAILED, REFUSED, ROLLBACK_FAILED, UNKNOWN) else UNKNOWN
+        if "result" not in report:
+            report = {"result": "unknown", "reason": _last_line(final.stderr) or f"remote exit {final.code} without a report"}
+            code = UNKNOWN
+        return DeployResult(code, report, services, log, job=job, order=order_text)
+    return DeployResult(REFUSED, {"result": "refused", "reason": "the host's deployed commit kept changing; try again"}, {}, [],
+                        order=order_text)
+
+
+def status(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Path) -> tuple[HostState | None, str]:
+    return Client(request, key_file, known_hosts).status()
 
 
 @contextmanager
 def secret_files(key: str, known_hosts: str) -> Iterator[tuple[pathlib.Path, pathlib.Path]]:
-    """The private key and known_hosts as 0600 files in a private directory, removed after."""
+    """The private key (normalised) and known_hosts as 0600 files in a private directory, removed after."""
     directory = pathlib.Path(tempfile.mkdtemp(prefix="dimbybot-ssh-"))
     try:
         directory.chmod(0o700)
         key_file, hosts_file = directory / "id", directory / "known_hosts"
-        for path, text in ((key_file, key), (hosts_file, known_hosts)):
+        for path, text in ((key_file, normalise_key(key)), (hosts_file, known_hosts if known_hosts.endswith("\n") else known_hosts + "\n")):
             path.touch(mode=0o600)
-            path.write_text(text if text.endswith("\n") else text + "\n")
+            path.write_text(text)
         yield key_file, hosts_file
     finally:
         for path in directory.iterdir():
@@ -140,49 +436,9 @@ def secret_files(key: str, known_hosts: str) -> Iterator[tuple[pathlib.Path, pat
         directory.rmdir()
 
 
-def run(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Path, password: str | None,
-        compose_text: str | None = None, timeout: float | None = None) -> DeployResult:
-    if not known_hosts.is_file() or not known_hosts.read_text().strip():
-        raise InputError("--known-hosts", "is empty: host key checking is always on")
-    proc = subprocess.run(ssh_argv(request, key_file, known_hosts), input=payload(request, password, compose_text),
-                          capture_output=True, text=True, timeout=timeout or request.timeout + request.lock_wait + 300,
-                          env={**os.environ, "LC_ALL": "C"})
-    report, services = parse_report(proc.stdout)
-    return DeployResult(proc.returncode, report, services, proc.stdout, proc.stderr)
-
-
-def main(argv: list[str]) -> int:
-    """`python -m ci.deploy HOST USER PORT TAG REGISTRY REMOTE_DIR [USERNAME]`, inside the pipeline.
-
-    Secrets come from files and the environment, never argv: the key at $DEPLOY_SSH_KEY_FILE,
-    known_hosts at $DEPLOY_KNOWN_HOSTS_FILE, the registry password in $REGISTRY_PASSWORD, the
-    compose file at $DEPLOY_COMPOSE_PATH (optional). Prints the report; exit 0 deployed,
-    1 failed or rolled back, 2 refused (bad input, unknown host key, registry login).
-    """
-    import sys
-
-    if not 6 <= len(argv) <= 7:
-        print("usage: python -m ci.deploy HOST USER PORT TAG REGISTRY REMOTE_DIR [USERNAME]", file=sys.stderr)
-        return 2
-    try:
-        host, user, port, tag, registry, remote_dir, *rest = argv
-        if not port.isdigit():
-            raise InputError("--port", f"must be a number, got {port!r}")
-        request = DeployRequest(host=host, user=user, port=int(port), tag=tag, registry=registry, remote_dir=remote_dir,
-                                username=rest[0] if rest else "", timeout=int(os.environ.get("DEPLOY_TIMEOUT", "180")))
-        compose_path = os.environ.get("DEPLOY_COMPOSE_PATH")
-        result = run(request, pathlib.Path(os.environ["DEPLOY_SSH_KEY_FILE"]), pathlib.Path(os.environ["DEPLOY_KNOWN_HOSTS_FILE"]),
-                     os.environ.get("REGISTRY_PASSWORD"), pathlib.Path(compose_path).read_text() if compose_path else None)
-    except (InputError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(result.summary())
-    if result.exit_code == 255:
-        return 2
-    return 0 if result.ok else (2 if result.outcome == "refused" else 1)
-
-
 if __name__ == "__main__":
     import sys
+
+    from .deploy_cli import main
 
     sys.exit(main(sys.argv[1:]))

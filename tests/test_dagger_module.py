@@ -160,15 +160,19 @@ def test_deploy_registers_secret_typed_keys_and_never_caches() -> None:
     params = fn.parameters
     assert params["ssh_key"].resolved_type is dagger.Secret and params["known_hosts"].resolved_type is dagger.Secret
     assert params["password"].resolved_type == dagger.Secret | None
+    assert params["discord_webhook"].resolved_type == dagger.Secret | None  # the URL carries the webhook's token
+    assert {"digests", "commit", "force", "environment"} <= set(params)
     ctr = main.deploy_container(dag.directory(), dag.file("compose.yaml", ""), dag.set_secret("k", "PRIVATE-KEY"),
                                 dag.set_secret("h", "host ssh-ed25519 AAAA"), dag.set_secret("p", "pw"),
-                                ["h", "u", "22", "t", "r.example/x", "/srv/bot"], 180, "call-1")
+                                ["--host", "h", "--tag", "t"], 180, "call-1", repo=dag.directory(),
+                                webhook=dag.set_secret("w", "https://discord.example/api/webhooks/1/TOKEN"))
     sels = selections(ctr)
     mounted = {args["path"]: args.get("mode") for name, args in sels if name == "withMountedSecret"}
     assert mounted == {"/run/secrets/ssh_key": 0o600, "/run/secrets/known_hosts": 0o600}
-    assert [args["name"] for name, args in sels if name == "withSecretVariable"] == ["REGISTRY_PASSWORD"]
-    assert sels[-1][1]["args"] == ["python", "-m", "ci.deploy", "h", "u", "22", "t", "r.example/x", "/srv/bot"]
-    assert "PRIVATE-KEY" not in repr(sels) and "'pw'" not in repr(sels)
+    assert [args["name"] for name, args in sels if name == "withSecretVariable"] == ["REGISTRY_PASSWORD", "DISCORD_WEBHOOK_URL"]
+    assert [args["path"] for name, args in sels if name == "withDirectory"][-1] == "/repo"  # git history orders commits
+    assert sels[-1][1]["args"] == ["python", "-m", "ci.deploy", "--host", "h", "--tag", "t"]
+    assert "PRIVATE-KEY" not in repr(sels) and "'pw'" not in repr(sels) and "TOKEN" not in repr(sels)
 
 
 def test_registry_credentials_are_checked_before_building() -> None:

@@ -6,6 +6,7 @@ GitHub itself cannot run here; these checks read the files the way GitHub would.
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import shutil
 import subprocess
@@ -61,7 +62,8 @@ def test_secrets_reach_dagger_only_as_env_secrets() -> None:
     for step in steps(load("deploy.yml")):
         args = step.get("with", {}).get("args", "")
         assert "secrets." not in args and "inputs." not in args  # no secret or free text inlined into a command
-        for flag in ("--password", "--gha-token", "--gha-results-url", "--ssh-key", "--known-hosts"):
+        for flag in ("--password", "--gha-token", "--gha-results-url", "--ssh-key", "--known-hosts", "--discord-webhook",
+                     "--latest-password"):
             if flag + "=" in args:
                 assert re.search(re.escape(flag) + r"=env://[A-Z_]+", args), flag
     build = load("deploy.yml")["jobs"]["build-and-push"]
@@ -69,32 +71,101 @@ def test_secrets_reach_dagger_only_as_env_secrets() -> None:
     assert any(u.startswith("crazy-max/ghaction-github-runtime@") for u in uses)  # exposes ACTIONS_* to later steps
 
 
-def test_latest_moves_only_from_the_default_branch() -> None:
-    build = load("deploy.yml")["jobs"]["build-and-push"]
-    step = next(s for s in build["steps"] if "build-and-push" in s.get("with", {}).get("args", ""))
-    assert "--latest=$LATEST" in step["with"]["args"]
-    assert step["env"]["LATEST"] == "${{ github.ref == format('refs/heads/{0}', github.event.repository.default_branch) }}"
+def run_step(step: dict[str, Any], env: dict[str, str], tmp_path: pathlib.Path) -> tuple[int, str]:
+    """Run a workflow step's one-line `run:` with bash, as GitHub would (after expression
+    substitution, which the test does by giving the env values); returns (exit code, $GITHUB_OUTPUT)."""
+    output = tmp_path / "github_output"
+    output.write_text("")
+    proc = subprocess.run(["bash", "-e", "-c", step["run"]], capture_output=True, text=True, cwd=tmp_path,
+                          env={"PATH": "/usr/bin:/bin", "GITHUB_OUTPUT": str(output), **env})
+    return proc.returncode, output.read_text()
 
 
-def test_deploy_needs_the_build_queues_and_runs_when_the_build_was_skipped() -> None:
+def step_named(job: dict[str, Any], start: str) -> dict[str, Any]:
+    return next(s for s in job["steps"] if s.get("name", "").startswith(start))
+
+
+def test_the_registry_owner_is_lowercased_once_and_used_everywhere(tmp_path: pathlib.Path) -> None:
     workflow = load("deploy.yml")
-    build, deploy = workflow["jobs"]["build-and-push"], workflow["jobs"]["deploy"]
-    assert build["if"] == "${{ !inputs.skip_build }}"
-    assert deploy["needs"] == "build-and-push"
-    assert "needs.build-and-push.result == 'skipped'" in deploy["if"] and "always()" in deploy["if"]
-    assert deploy["concurrency"] == {"group": "deploy-production", "cancel-in-progress": False}
-    assert deploy["environment"] == "production"
-    inputs = workflow["on"]["workflow_dispatch"]["inputs"]
-    assert {"skip_build", "cache_bust", "deploy", "tag"} <= set(inputs)
-    deploy_step = next(s for s in deploy["steps"] if "deploy" in s.get("with", {}).get("args", ""))
-    assert deploy_step["env"]["DEPLOY_TAG"] == "${{ inputs.tag || github.sha }}"
+    step = step_named(workflow["jobs"]["prepare"], "Registry and commit")
+    assert step["env"]["OWNER"] == "${{ github.repository_owner }}"
+    code, output = run_step(step, {"OWNER": "Dimby-Org", "COMMIT": "a" * 40}, tmp_path)
+    assert (code, output) == (0, f"registry=ghcr.io/dimby-org\ncommit={'a' * 40}\n")
+    for job in workflow["jobs"].values():
+        for s in job["steps"]:
+            assert "repository_owner" not in s.get("with", {}).get("args", "")
+            if "--registry" in s.get("with", {}).get("args", ""):
+                assert s["env"]["REGISTRY"] == "${{ needs.prepare.outputs.registry }}"
+
+
+def test_a_build_deploys_the_commit_it_built_and_only_a_skipped_build_takes_the_tag_input() -> None:
+    workflow = load("deploy.yml")
+    commit = step_named(workflow["jobs"]["prepare"], "Registry and commit")["env"]["COMMIT"]
+    # GitHub's `a && b || c`: the tag input only when skip_build is true and the tag is non-empty.
+    assert commit == "${{ inputs.skip_build && inputs.tag || github.sha }}"
+    build = step_named(workflow["jobs"]["build-and-push"], "Build and push")
+    assert "--sha=${{ github.sha }}" in build["with"]["args"]
+    for name in ("deploy-staging", "deploy-production"):
+        job = workflow["jobs"][name]
+        deploy = next(s for s in job["steps"] if s.get("with", {}).get("args", "").startswith("deploy"))
+        assert deploy["env"]["DEPLOY_TAG"] == "${{ needs.prepare.outputs.commit }}"
+        assert deploy["env"]["DIGESTS"] == "${{ needs.build-and-push.outputs.digests }}"
+        assert '--digests="$DIGESTS"' in deploy["with"]["args"]
+        # The host gets the deployed commit's own compose.yaml; full history orders commits.
+        checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+        assert checkout["with"]["ref"] == "${{ needs.prepare.outputs.commit }}" and checkout["with"]["fetch-depth"] == 0
+
+
+def test_the_build_hands_its_digests_to_the_deploy_jobs(tmp_path: pathlib.Path) -> None:
+    build = load("deploy.yml")["jobs"]["build-and-push"]
+    assert build["outputs"]["digests"] == "${{ steps.digests.outputs.digests }}"
+    step = next(s for s in build["steps"] if s.get("id") == "digests")
+    (tmp_path / "build-report").mkdir()
+    bot, lavalink = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+    (tmp_path / "build-report" / "report.json").write_text(json.dumps(
+        {"images": [{"name": "bot", "digest": bot}, {"name": "lavalink", "digest": lavalink}]}))
+    code, output = run_step(step, {}, tmp_path)
+    assert (code, output) == (0, f"digests=bot={bot},lavalink={lavalink}\n")
+
+
+def test_staging_then_production_with_protection_and_the_default_branch_only(tmp_path: pathlib.Path) -> None:
+    jobs = load("deploy.yml")["jobs"]
+    staging, production = jobs["deploy-staging"], jobs["deploy-production"]
+    run_url = "${{ github.server_url }}/${{ github.repository }}/actions/runs/${{ github.run_id }}"  # the deploy report
+    assert staging["environment"] == {"name": "staging", "url": run_url}
+    assert production["environment"] == {"name": "production", "url": run_url}
+    assert "deploy-staging" in production["needs"] and production["if"] == "${{ always() && needs.deploy-staging.result == 'success' }}"
+    assert "needs.build-and-push.result == 'skipped'" in staging["if"] and "always()" in staging["if"]
+    assert staging["concurrency"] == {"group": "deploy-staging", "cancel-in-progress": False}
+    assert production["concurrency"] == {"group": "deploy-production", "cancel-in-progress": False}
+    for job, environment in ((staging, "staging"), (production, "production")):
+        args = next(s for s in job["steps"] if s.get("with", {}).get("args", "").startswith("deploy"))["with"]["args"]
+        assert f"--environment={environment}" in args and "artifacts export --path=deploy-report" in args
+        assert job["steps"][-1]["run"] == 'exit "$(cat deploy-report/exit-code)"'
+    assert "--smoke-track" in next(s for s in staging["steps"] if "args" in s.get("with", {}))["with"]["args"]
+    guard = production["steps"][0]
+    assert guard["name"].startswith("Production deploys only from the default branch")
+    assert guard["env"]["DEFAULT_REF"] == "refs/heads/${{ github.event.repository.default_branch }}"
+    assert run_step(guard, {"REF": "refs/heads/main", "DEFAULT_REF": "refs/heads/main"}, tmp_path)[0] == 0
+    assert run_step(guard, {"REF": "refs/heads/feature", "DEFAULT_REF": "refs/heads/main"}, tmp_path)[0] == 1
+
+
+def test_latest_moves_only_with_a_production_deploy() -> None:
+    """Parallel builds finish in any order; the production deploy is ordered by the host."""
+    jobs = load("deploy.yml")["jobs"]
+    assert "--latest=false" in step_named(jobs["build-and-push"], "Build and push")["with"]["args"]
+    promote = next(s for s in jobs["deploy-production"]["steps"] if "args" in s.get("with", {}))
+    assert "--latest-password=env://LATEST_PASSWORD" in promote["with"]["args"]
+    staging = next(s for s in jobs["deploy-staging"]["steps"] if "args" in s.get("with", {}))
+    assert "--latest-password" not in staging["with"]["args"]
 
 
 def test_permissions_are_minimal() -> None:
     workflow = load("deploy.yml")
     assert workflow["permissions"] == {"contents": "read"}
     assert workflow["jobs"]["build-and-push"]["permissions"] == {"contents": "read", "packages": "write"}
-    assert workflow["jobs"]["deploy"]["permissions"] == {"contents": "read"}
+    assert workflow["jobs"]["deploy-staging"]["permissions"] == {"contents": "read"}
+    assert workflow["jobs"]["deploy-production"]["permissions"] == {"contents": "read", "packages": "write"}  # moves latest
     assert load("ci.yml")["permissions"] == {"contents": "read"}
 
 
