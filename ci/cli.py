@@ -306,10 +306,8 @@ def deploy(
     known_hosts_env: Annotated[str, typer.Option(help="Environment variable holding the host's known_hosts line(s).")] = "DEPLOY_KNOWN_HOSTS",
     compose_file: Annotated[pathlib.Path | None, typer.Option(help="compose.yaml to install on the host with the new tag.")] = None,
     timeout: Annotated[int, typer.Option(help="Seconds to wait for every service to be healthy.")] = 180,
-    project: Annotated[str, typer.Option(help="Compose project name (default: the compose file's name).")] = "",
-) -> None:
     lock_wait: Annotated[int, typer.Option(help="Seconds to wait for another deploy on the host to finish.")] = 600,
-    """Roll the host to TAG with Docker Compose over SSH; on any failure, roll back to the previous version.
+    project: Annotated[str, typer.Option(help="Compose project name (default: the compose file's name).")] = "",
     commit: Annotated[str, typer.Option(help="Commit the tag was built from (default: the tag, when it is a SHA).")] = "",
     digest: Annotated[list[str] | None, typer.Option(help="Run IMAGE by digest: IMAGE=sha256:... (repeatable; from build-and-push's report).")] = None,
     force: Annotated[bool, typer.Option(help="Deploy even when the commit is older than, or unrelated to, the one deployed.")] = False,
@@ -318,18 +316,20 @@ def deploy(
     smoke_track: Annotated[str, typer.Option(help="A track identifier Lavalink must be able to load (smoke test).")] = "",
     webhook_env: Annotated[str, typer.Option(help="Environment variable holding a Discord webhook URL; posts the result when set.")] = "DISCORD_WEBHOOK_URL",
     summary_file: Annotated[pathlib.Path | None, typer.Option(help="Append the markdown report here (default: $GITHUB_STEP_SUMMARY when set).")] = None,
+) -> None:
+    """Roll the host to TAG with Docker Compose over SSH; on any failure, roll back to the previous version.
 
     The host runs the deploy as a job that finishes even if this command or its connection dies;
     this command follows it and reconnects. Host keys are always checked. Exit 0 deployed,
     1 failed (rolled back), 2 refused before any change, 3 the rollback failed too, 4 outcome unknown.
     """
     from . import deploy as deploy_core
+    from . import deploy_cli
 
     key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
-    from . import deploy_cli
+    root = repo.resolve()
     try:
         if not key.strip():
-    root = repo.resolve()
             raise InputError("--ssh-key-env", f"environment variable {ssh_key_env} is empty or not set")
         if not known_hosts.strip():
             raise InputError("--known-hosts-env", f"environment variable {known_hosts_env} is empty: host key checking is always on")
