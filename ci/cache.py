@@ -96,3 +96,42 @@ def specs(image: ImageConfig, options: CacheOptions) -> tuple[tuple[CacheSpec, .
 
 def no_cache(options: CacheOptions) -> bool:
     return resolve(options) == Backend.NONE
+
+
+# BuildKit's progress names for cache import/export (registry: "exporting cache to registry";
+# gha: "exporting to GitHub Actions Cache").
+IMPORT_VERTICES = ("importing cache",)
+EXPORT_VERTICES = ("exporting cache", "exporting to GitHub Actions Cache")
+
+_SIGNED_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+_MISSING_BLOB = re.compile(r"BlobNotFound|The specified blob does not exist|blob sha256:[0-9a-f]{64}: not found")
+# Twirp error codes the v2 cache service answers with (BuildKit's client reports the code).
+_TWIRP_MEANING = (
+    ("resource_exhausted", "throttled by the cache service (HTTP 429: GitHub allows 200 cache uploads a minute per repository)"),
+    ("maximum timeout reached", "gave up after the export timeout"),
+    ("unavailable", "the cache service was unavailable (HTTP 503)"),
+    (": internal", "the cache service failed (HTTP 500)"),
+    ("permission_denied", "the token may not write this cache (HTTP 403)"),
+    ("unauthenticated", "the cache token was refused (HTTP 401)"),
+    ("connection refused", "the cache service was unreachable"),
+    ("no such host", "the cache service was unreachable"),
+    ("context deadline exceeded", "the cache service did not answer in time"),
+)
+
+
+def is_missing_blob(error: str) -> bool:
+    """A layer the cache index lists whose blob is gone (evicted, or lost from storage)."""
+    return bool(_MISSING_BLOB.search(error))
+
+
+def describe_failure(error: str) -> str:
+    """BuildKit's cache error in words, with the original text: why the cache failed."""
+    # Signed blob URLs carry a signature in their query: never repeat it.
+    error = _SIGNED_QUERY.sub(r"\1?<signature removed>", error)
+    first = " ".join(line.strip() for line in error.strip().splitlines()[:1])
+    if is_missing_blob(error):
+        digest = re.search(r"sha256:[0-9a-f]{64}", error)
+        what = f"blob {digest[0]}" if digest else "a blob"
+        return f"{what} listed by the cache index is missing (evicted or deleted): {first[:300]}"
+    reasons = [meaning for marker, meaning in _TWIRP_MEANING if marker in error or error.endswith(marker.lstrip(": "))]
+    return f"{'; '.join(dict.fromkeys(reasons))}: {first[:300]}" if reasons else first[:400]

@@ -90,6 +90,8 @@ def build_and_push(
     cache_mode: Annotated[str, typer.Option(help="max (intermediate stages too) or min.")] = "max",
     cache_ref: Annotated[str, typer.Option(help="Repository for the registry cache, e.g. ghcr.io/owner/dimbybot2-cache.")] = "",
     cache_bust: Annotated[str, typer.Option(help="Suffix for the cache scopes; change it to start a fresh cache.")] = "",
+    cache_timeout: Annotated[str, typer.Option(help="gha: give up exporting the cache after this long (e.g. 10m, 90s); "
+                                               "the build and push still succeed.")] = "10m",
     images: Annotated[list[str] | None, typer.Option("--image", help="Image to build (repeatable; default: all).")] = None,
     build_arg: Annotated[list[str] | None, typer.Option(help="Extra build arg NAME=value (repeatable).")] = None,
     source_date_epoch: Annotated[int, typer.Option(help="SOURCE_DATE_EPOCH (fixed by default, so caches survive commits).")] = 0,
@@ -116,7 +118,7 @@ def build_and_push(
         options = pipeline.PipelineOptions(
             registry=registry_name, tag_plan=tag_plan, images=tuple(images or ()),
             cache=cache.CacheOptions(backend=cache_backend, mode=cache_mode, bust=cache_bust, cache_ref=cache_ref or None,
-                                     gha_tokens=all(os.environ.get(n) for n in cache.GHA_ENV)),
+                                     gha_tokens=all(os.environ.get(n) for n in cache.GHA_ENV), export_timeout=cache_timeout),
             build_args=pipeline.parse_build_args(build_arg or []), source_date_epoch=source_date_epoch,
         )
         plans = pipeline.plan(project, options, root=root)

@@ -14,16 +14,18 @@ import dataclasses
 import json
 import os
 import pathlib
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from . import render
+from . import cache, render
 from .errors import PipelineError
 from .model import BuildRequest, Output
-from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result
+from .pipeline import CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_failure, cold_retry, image_result
 from .progress import BuildLog, parse_stream
 from .registry import Registry
 from .verify import Comparison
@@ -41,10 +43,58 @@ class BuildOutcome:
     digest: str | None
     stderr_tail: str
     progress_file: pathlib.Path
+    export_stopped_after: float | None = None  # the cache export was stopped at its timeout (seconds)
 
     @property
     def ok(self) -> bool:
-        return self.returncode == 0
+        return self.returncode == 0 or (self.export_stopped_after is not None and _image_exported(self.log))
+
+
+def _image_exported(log: BuildLog) -> bool:
+    """Every Dockerfile step and the image export finished without error (the push is done)."""
+    exports = [v for v in log.bookkeeping if v.name.startswith("exporting to image") or v.name.startswith("exporting to oci")]
+    return bool(exports) and all(v.error is None for v in (*log.steps, *exports))
+
+
+# BuildKit enforces the timeout itself after HTTP 429 (and then reports why): the driver steps in
+# only when BuildKit has not, a little later.
+EXPORT_GRACE = 15.0
+
+
+def export_timeout(request: BuildRequest) -> float | None:
+    """The gha export's `timeout` in seconds. BuildKit applies it only to retries after HTTP 429:
+    a cache service that answers slowly keeps the build waiting, so the driver enforces it."""
+    for spec in request.cache_to:
+        value = spec.attr("timeout") if spec.type == "gha" else None
+        if value:
+            number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)", value).groups()  # type: ignore[union-attr]
+            return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return None
+
+
+def _wait(proc: subprocess.Popen[bytes], progress_file: pathlib.Path, timeout: float | None) -> float | None:
+    """Wait for buildx; when the cache export outlives `timeout`, interrupt it (the image is
+    already pushed by then: BuildKit exports the cache last). Returns the seconds it ran, if stopped."""
+    export_started: float | None = None
+    while True:
+        try:
+            proc.wait(timeout=0.5)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if timeout is None:
+            continue
+        if export_started is None:
+            if any(name in progress_file.read_text(errors="replace") for name in cache.EXPORT_VERTICES):
+                export_started = time.monotonic()
+        elif time.monotonic() - export_started > timeout + EXPORT_GRACE:
+            proc.send_signal(signal.SIGINT)  # buildx cancels the build's session: BuildKit stops exporting
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return time.monotonic() - export_started
 
 
 @contextlib.contextmanager
@@ -85,8 +135,9 @@ def run_build(request: BuildRequest, root: pathlib.Path, work: pathlib.Path,
     argv[0] = DOCKER
     started = time.monotonic()
     with progress_file.open("w") as sink:
-        proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=sink, env=dict(env or os.environ),
-                              stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink, env=dict(env or os.environ),
+                                stdin=subprocess.DEVNULL)
+        stopped_after = _wait(proc, progress_file, export_timeout(request))
     seconds = time.monotonic() - started
     text = progress_file.read_text(errors="replace")
     try:
@@ -98,7 +149,7 @@ def run_build(request: BuildRequest, root: pathlib.Path, work: pathlib.Path,
     if proc.returncode == 0 and metadata_file.exists():
         digest = json.loads(metadata_file.read_text()).get("containerimage.digest")
     tail = text[-2000:] if not text.lstrip().startswith("{") else (log.error or text[-2000:])
-    return BuildOutcome(request, log, proc.returncode, seconds, digest, tail, progress_file)
+    return BuildOutcome(request, log, proc.returncode, seconds, digest, tail, progress_file, stopped_after)
 
 
 def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str]) -> ImageResult:
@@ -107,10 +158,16 @@ def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Ma
     outcome = run_build(request, root, work, env)
     retried_because = None
     if (cold := cold_retry(request, outcome.log, outcome.ok)) is not None:
-        retried_because, request = outcome.log.error, cold
+        retried_because, request = cache_failure(outcome.log), cold
         outcome = run_build(request, root, work, env)
     result = image_result(plan.image.name, request, outcome.log, retried_because)
     result.digest, result.duration = outcome.digest, outcome.seconds
+    if outcome.export_stopped_after is not None and outcome.ok:
+        detail = (f"the cache service answered too slowly: export stopped after {outcome.export_stopped_after:.0f} s "
+                  f"(timeout {export_timeout(request):.0f} s); the image was pushed before")
+        result.cache_export = CacheStatus(False, detail)
+        result.warnings = [w for w in result.warnings if not w.startswith("cache export failed")]
+        result.warnings.append(f"cache export failed, build continued: {detail}")
     if not outcome.ok:
         result.error = f"build of {plan.image.name} failed: {outcome.stderr_tail.strip().splitlines()[-1] if outcome.stderr_tail.strip() else 'no output'}"
     elif plan.refs:
@@ -140,8 +197,6 @@ def build_and_push(plans: list[ImagePlan], options: PipelineOptions, root: pathl
                    username: str | None = None, password: str | None = None,
                    on_done: Callable[[ImageResult], None] | None = None) -> PipelineResult:
     """Build all images concurrently; push SHA tags; then move the other tags."""
-    from . import cache
-
     started = time.monotonic()
     auths: dict[str, tuple[str, str]] = {}
     registry = None

@@ -102,11 +102,11 @@ def cache_status(log: BuildLog, direction: str, attempted: bool) -> CacheStatus:
     """Read the import ('importing cache') or export ('exporting cache') outcome from a log."""
     if not attempted:
         return CacheStatus(None, "no cache configured")
-    prefix = "importing cache" if direction == "import" else "exporting cache"
-    vertices = log.bookkeeping_matching(prefix)
+    prefixes = cache.IMPORT_VERTICES if direction == "import" else cache.EXPORT_VERTICES
+    vertices = tuple(v for prefix in prefixes for v in log.bookkeeping_matching(prefix))
     errors = [v.error for v in vertices if v.error]
     if errors:
-        return CacheStatus(False, errors[0])
+        return CacheStatus(False, cache.describe_failure(errors[0]))
     if direction == "import" and not vertices:
         return CacheStatus(True, "nothing to import yet")
     return CacheStatus(True, "ok")
@@ -146,9 +146,20 @@ class PipelineResult:
         return all(i.ok for i in self.images)
 
 
+def cache_failure(log: BuildLog) -> str | None:
+    """Why the cache made this build fail, if it did: a cache import/export vertex's error, or a
+    layer the cache index listed but whose blob could not be fetched (evicted or lost)."""
+    for vertex in log.bookkeeping:
+        if vertex.error and vertex.name.startswith((*cache.IMPORT_VERTICES, *cache.EXPORT_VERTICES)):
+            return cache.describe_failure(vertex.error)
+    for vertex in (*log.steps, *log.bookkeeping):
+        if vertex.error and cache.is_missing_blob(vertex.error):
+            return cache.describe_failure(vertex.error)
+    return None
+
+
 def cache_failed(log: BuildLog) -> bool:
-    """Did a cache import or export vertex report an error?"""
-    return any(v.error and v.name.startswith(("importing cache", "exporting cache")) for v in log.bookkeeping)
+    return cache_failure(log) is not None
 
 
 def cold_retry(request: BuildRequest, log: BuildLog, ok: bool) -> BuildRequest | None:
@@ -167,6 +178,10 @@ def image_result(name: str, request: BuildRequest, log: BuildLog, retried_becaus
                          cache_export=cache_status(log, "export", bool(request.cache_to)))
     if retried_because is not None:
         result.warnings.append(f"cache failed ({retried_because}); rebuilt without external cache")
+    for step in log.cacheable:
+        if step.rerun_because:
+            result.warnings.append(f"{step.label} ran again: its cached layer could not be loaded "
+                                   f"({cache.describe_failure(step.rerun_because)})")
     result.warnings.extend(log.warnings)
     for status, what in ((result.cache_import, "import"), (result.cache_export, "export")):
         if status.ok is False:

@@ -40,6 +40,9 @@ class Step:
     duration: float | None
     error: str | None = None
     started: float | None = None  # seconds since the epoch, when known (rawjson only)
+    # Why BuildKit ran a step again after first reporting it cached (rawjson only): its cached
+    # layer could not be loaded, e.g. `blob sha256:...: not found` after a cache eviction.
+    rerun_because: str | None = None
 
     @property
     def _match(self) -> re.Match[str] | None:
@@ -150,7 +153,7 @@ class _Collector:
             if duration is None and started is not None and completed is not None:
                 duration = max(0.0, completed - started)
             step = Step(name=name, cached=bool(record.get("cached")), duration=duration,
-                        error=record.get("error"), started=started)
+                        error=record.get("error"), started=started, rerun_because=record.get("rerun_because"))
             (steps if step.is_dockerfile_step else bookkeeping).append(step)
         steps.sort(key=_step_order)
         return BuildLog(steps=_merge_same_label(steps), bookkeeping=tuple(bookkeeping), warnings=tuple(self.warnings))
@@ -172,7 +175,8 @@ def _merge_same_label(steps: list[Step]) -> tuple[Step, ...]:
         starts = [t for t in (previous.started, step.started) if t is not None]
         merged[key] = Step(name=name, cached=previous.cached and step.cached,
                                  duration=sum(durations) if durations else None,
-                                 error=previous.error or step.error, started=min(starts) if starts else None)
+                                 error=previous.error or step.error, started=min(starts) if starts else None,
+                                 rerun_because=previous.rerun_because or step.rerun_because)
     return tuple(merged.values())
 
 
@@ -238,14 +242,32 @@ def _json_values(chunks: Iterable[str], trailer: list[str]) -> Iterator[Any]:
         raise ValueError(f"truncated rawjson progress near: {buffer[:80]!r}")
 
 
+def _restart_if_rerun(collector: _Collector, vertex: dict[str, Any]) -> None:
+    """A vertex reported cached, then failed (its cached layer could not be loaded) and started
+    again is a step BuildKit re-ran: its new run replaces the cached state, and the failure is
+    kept as the reason. (BuildKit sends a vertex's whole state in every update.)"""
+    record = collector.vertices.get(vertex["digest"])
+    started = _timestamp(vertex.get("started"))
+    if record is None or started is None or record.get("started") in (None, started):
+        return
+    if record.get("cached") and record.get("error") and not vertex.get("cached"):
+        record["rerun_because"] = record.pop("error")
+        record.pop("cached", None)
+        record.pop("completed", None)
+
+
 def _read_rawjson(chunks: Iterable[str]) -> BuildLog:
     collector = _Collector()
     trailer: list[str] = []
     for status in _json_values(chunks, trailer):
         for v in status.get("vertexes") or ():
+            _restart_if_rerun(collector, v)
+            error = v.get("error")
+            if error and error == collector.vertices.get(v["digest"], {}).get("rerun_because"):
+                error = None  # the re-run's first update still carries the old failure
             collector.vertex(v["digest"], name=v.get("name"), cached=v.get("cached") or None,
                              started=_timestamp(v.get("started")),
-                             completed=_timestamp(v.get("completed")), error=v.get("error"))
+                             completed=_timestamp(v.get("completed")), error=error)
         for w in status.get("warnings") or ():
             short = w.get("short")
             text = base64.b64decode(short).decode("utf-8", "replace") if short else str(w)
