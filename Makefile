@@ -8,7 +8,8 @@
 # Variables: PYTHON (the project's venv), COMPOSE, ARGS. Settings of the dev stack: compose.dev.yaml.
 
 PYTHON ?= .venv/bin/python
-CI ?= $(PYTHON) -m ci.cli
+# Not named CI: CI=true is set by every CI service, and `?=` would take it.
+DIMBYBOT_CI ?= $(PYTHON) -m ci.cli
 COMPOSE ?= docker compose -f compose.dev.yaml
 UV ?= uv
 REPORTS ?= .work/reports
@@ -41,13 +42,13 @@ lint:  ## mypy (strict) and ruff
 
 build:  ## build both images with docker buildx (the local driver of the pipeline)
 	@mkdir -p $(REPORTS)/$(STAMP)
-	$(CI) build-and-push --report-file $(REPORTS)/$(STAMP)/report.json $(ARGS)
+	$(DIMBYBOT_CI) build-and-push --report-file $(REPORTS)/$(STAMP)/report.json $(ARGS)
 
 explain:  ## predict cache misses and say why
-	$(CI) explain $(ARGS)
+	$(DIMBYBOT_CI) explain $(ARGS)
 
 lock:  ## bot/requirements.in -> bot/requirements.lock (hashed, for Python 3.11)
 	$(UV) pip compile bot/requirements.in --generate-hashes --universal --python-version 3.11 -o bot/requirements.lock $(ARGS)
 
 trends:  ## trends and alerts over the reports in REPORTS (default .work/reports), chart in CHART
-	$(CI) trends $(REPORTS) --chart $(CHART) $(ARGS)
+	$(DIMBYBOT_CI) trends $(REPORTS) --chart $(CHART) $(ARGS)
