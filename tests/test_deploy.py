@@ -380,9 +380,14 @@ def hold_lock(remote: pathlib.Path, sshd: RunningSshd, seconds: int) -> subproce
     lock = remote / ".deploy.lock"
     lock.touch()
     shutil.chown(lock, sshd.user, sshd.user)
-    holder = subprocess.Popen(["flock", str(lock), "sleep", str(seconds)])
+    holder = subprocess.Popen(["flock", str(lock), "sleep", str(seconds)], start_new_session=True)
     wait_for(lambda: subprocess.run(["flock", "-n", str(lock), "true"]).returncode != 0, 10, "the lock to be held")
     return holder
+
+
+def release(holder: subprocess.Popen[bytes]) -> None:
+    os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep, which holds the lock too
+    holder.wait()
 
 
 def job_names(remote: pathlib.Path) -> set[str]:
@@ -484,8 +489,7 @@ def test_a_connection_dropped_after_the_job_started_is_followed_to_its_end(sshd:
         os.kill(int(ssh[0]), signal.SIGKILL)
         time.sleep(1)
     finally:
-        holder.kill()
-        holder.wait()
+        release(holder)
     stdout, stderr = client.communicate(timeout=300)
     assert client.returncode == 0, stdout + stderr
     assert "reconnecting" in stderr
@@ -530,8 +534,7 @@ def test_a_lock_held_too_long_is_refused(sshd: RunningSshd, registry: RunningReg
     try:
         result = run_deploy(sshd, registry, namespace, stack, history, "V3", "--lock-wait", "2")
     finally:
-        holder.kill()
-        holder.wait()
+        release(holder)
     assert result.returncode == 2, result.stdout + result.stderr
     assert report(result)["reason"] == "another deploy held the lock for more than 2s"
     assert_consistent(stack, history, "V3")
