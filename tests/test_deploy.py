@@ -119,6 +119,17 @@ def make_stack(sshd: RunningSshd, label: str) -> pathlib.Path:
 
 
 def remove_stack(remote: pathlib.Path) -> None:
+    """Wait for the host's jobs to end (a failed test can leave one running), then remove the stack."""
+    def running_job() -> bool:
+        for job in (remote / ".deploy" / "jobs").glob("*"):
+            pid = (job / "pid").read_text().strip() if (job / "pid").exists() else ""
+            if pid and not (job / "status").exists() and pathlib.Path(f"/proc/{pid}").exists():
+                return True
+        return False
+
+    end = time.monotonic() + 300
+    while time.monotonic() < end and running_job():
+        time.sleep(1)
     subprocess.run(["docker", "compose", "-p", project_of(remote), "down", "--remove-orphans"], cwd=remote,
                    capture_output=True, env={**os.environ, "DIMBYBOT_REGISTRY": "x/y", "DIMBYBOT_TAG": "t"})
     shutil.rmtree(remote, ignore_errors=True)
