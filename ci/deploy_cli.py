@@ -19,6 +19,7 @@ import os
 import pathlib
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from . import config, deploy, deploy_report
 from .errors import InputError, PipelineError
@@ -83,18 +84,32 @@ def move_latest(request: deploy.DeployRequest, password: str) -> str | None:
     return None
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad input is one line naming the argument (argparse would print its usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
+def _number(argument: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(argument, f"must be a number, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ci.deploy", description="Deploy over SSH (the pipeline's entry point).")
+    parser = _OneLineParser(prog="python -m ci.deploy", description="Deploy over SSH (the pipeline's entry point).")
     for name in ("--host", "--user", "--tag", "--registry", "--remote-dir"):
         parser.add_argument(name, required=True)
-    parser.add_argument("--port", type=int, default=22)
+    parser.add_argument("--port", default="22")
     parser.add_argument("--username", default="")
     parser.add_argument("--commit", default="")
     parser.add_argument("--digest", action="append", default=[])
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--environment", default="production")
-    parser.add_argument("--timeout", type=int, default=180)
-    parser.add_argument("--lock-wait", type=int, default=600)
+    parser.add_argument("--timeout", default="180")
+    parser.add_argument("--lock-wait", default="600")
     parser.add_argument("--project", default="")
     parser.add_argument("--smoke-track", default="")
     parser.add_argument("--repo", type=pathlib.Path, default=None, help="git checkout for the order check")
@@ -111,9 +126,10 @@ def main(argv: list[str]) -> int:
         return 2 if exit_.code else 0
     try:
         request = deploy.DeployRequest(
-            host=args.host, user=args.user, port=args.port, tag=args.tag, registry=args.registry, remote_dir=args.remote_dir,
+            host=args.host, user=args.user, port=_number("--port", args.port), tag=args.tag, registry=args.registry, remote_dir=args.remote_dir,
             username=args.username, commit=args.commit, pins=deploy.parse_pins(args.digest, repositories(args.repo)),
-            force=args.force, environment=args.environment, timeout=args.timeout, lock_wait=args.lock_wait,
+            force=args.force, environment=args.environment, timeout=_number("--timeout", args.timeout),
+            lock_wait=_number("--lock-wait", args.lock_wait),
             project=args.project, smoke_track=args.smoke_track)
         key = pathlib.Path(os.environ["DEPLOY_SSH_KEY_FILE"]).read_text()
         known_hosts = pathlib.Path(os.environ["DEPLOY_KNOWN_HOSTS_FILE"]).read_text()

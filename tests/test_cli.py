@@ -31,15 +31,16 @@ def test_help_and_version_still_exit_0() -> None:
 
 def test_deploy_payload_never_exports_the_password() -> None:
     request = deploy.DeployRequest(host="h", user="u", tag="t", registry="r.example/x", remote_dir="/srv/bot")
-    lines = deploy.payload(request, "s3cr3t pw", None, script="true\n").splitlines()
+    lines = deploy.payload(request, "deploy", password="s3cr3t pw", script="true\n").splitlines()
     assert "DEPLOY_REGISTRY_PASSWORD='s3cr3t pw'" in lines
     assert not any(line.startswith("export DEPLOY_REGISTRY_PASSWORD") for line in lines)
     assert "export DEPLOY_TAG=t" in lines
 
 
 def test_in_pipeline_deploy_entry_rejects_bad_arguments() -> None:
-    usage = subprocess.run([sys.executable, "-m", "ci.deploy", "h"], capture_output=True, text=True)
-    assert (usage.returncode, usage.stderr.splitlines()[0][:12]) == (2, "usage: pytho")
-    port = subprocess.run([sys.executable, "-m", "ci.deploy", "h", "u", "22x", "t", "r.example/x", "/srv"],
-                          capture_output=True, text=True)
+    missing = subprocess.run([sys.executable, "-m", "ci.deploy", "--host", "h"], capture_output=True, text=True)
+    assert (missing.returncode, missing.stderr) == (
+        2, "error: the following arguments are required: --user, --tag, --registry, --remote-dir\n")
+    port = subprocess.run([sys.executable, "-m", "ci.deploy", "--host", "h", "--user", "u", "--port", "22x", "--tag", "t",
+                           "--registry", "r.example/x", "--remote-dir", "/srv"], capture_output=True, text=True)
     assert (port.returncode, port.stderr) == (2, "error: --port: must be a number, got '22x'\n")
