@@ -15,8 +15,10 @@ Every scenario builds and pushes both images to a local registry (Debian's docke
 with the registry cache backend (the same exporter machinery as gha, which is unreachable here).
 Prints a table and writes JSON (bench/results/build_bench.json).
 
-Usage: python bench/build_bench.py [--repeat N]     (needs Docker, buildx, docker-registry and
-the local base images from tests/images/build-base-images.sh)
+Usage: python bench/build_bench.py [--backend gha|registry] [--repeat N]
+(needs Docker, buildx, docker-registry, the local base images from tests/images/build-base-images.sh,
+and for gha Azurite from `npm ci --prefix tests/tools`). The gha backend is bench/gha_bench.py:
+it also runs plain `docker buildx build` with docker/build-push-action's flags, side by side.
 """
 
 from __future__ import annotations
@@ -102,11 +104,26 @@ def run_plain_buildx(repo: pathlib.Path, work: pathlib.Path, registry: str, user
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per warm scenario (median is reported)")
-    parser.add_argument("--out", type=pathlib.Path, default=ROOT / "bench" / "results" / "build_bench.json")
+    parser.add_argument("--backend", choices=("gha", "registry"), default="gha",
+                        help="gha: the GitHub Actions cache stand-in over Azurite (default); registry: a local registry")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per scenario (gha default 5, registry 1)")
+    parser.add_argument("--out", type=pathlib.Path, default=None)
+    parser.add_argument("--table-from", type=pathlib.Path, default=None, help="print the README table from a gha results JSON and exit")
     args = parser.parse_args()
-    if args.repeat < 1:
+    if args.table_from is not None:
+        from bench.gha_bench import readme_table
+
+        print(readme_table(json.loads(args.table_from.read_text())))
+        return
+    if args.repeat is not None and args.repeat < 1:
         parser.error("--repeat: must be at least 1")
+    if args.backend == "gha":
+        from bench.gha_bench import run
+
+        run(args.repeat or 5, args.out or ROOT / "bench" / "results" / "build_bench_gha.json")
+        return
+    args.repeat = args.repeat or 1
+    args.out = args.out or ROOT / "bench" / "results" / "build_bench.json"
     results: dict[str, dict[str, object]] = {}
     with tempfile.TemporaryDirectory(prefix="dimbybot-bench-") as tmp:
         tmpdir = pathlib.Path(tmp)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import __version__, cache, cli_trends, config, gitinfo, local, pipeline, progress, report, runinfo, tags
+from . import __version__, cache, cache_cli, cli_trends, config, gitinfo, local, pipeline, progress, report, runinfo, tags
 from .errors import InputError, PipelineError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("trends")(cli_trends.trends_command)  # its own module: the verb has many options
+app.add_typer(cache_cli.app, name="cache")  # `cache usage|prune`: the gha cache per scope
 # Data (Dockerfile text, paths) is never markup or emoji: `dimbybot:x:10001` must print as is.
 out = Console(emoji=False, highlight=False)
 err = Console(stderr=True, emoji=False, highlight=False)
