@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -249,6 +250,43 @@ def test_unreachable_cache_service_on_import_is_a_cold_build_reported(gha: GhaSt
     lavalink = report["lavalink"]
     assert lavalink["cached_steps"] == 0 and lavalink["refs"]
     assert lavalink["cache_import"]["ok"] is False and "unreachable" in lavalink["cache_import"]["detail"]
+
+
+def cache_cli(gha: GhaStandIn, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **gha.runner_env(MAIN)}
+    return subprocess.run([sys.executable, "-m", "ci.cli", "cache", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=300)
+
+
+def test_cache_usage_per_scope_and_prune_keeps_what_the_next_build_needs(gha: GhaStandIn, registry: RunningRegistry,
+                                                                          repo: pathlib.Path, seeded: dict[str, Any]) -> None:
+    """Through GitHub's REST cache API (the stand-in serves it too): usage per scope, then a
+    dry run, then the prune; a fresh runner afterwards still hits every step."""
+    with fresh_runner() as runner:  # the newest index per scope is this checkout's
+        assert build(repo, runner, registry, gha.runner_env(MAIN))[0].returncode == 0
+    usage = cache_cli(gha, "usage", "--json", "--min-age", "0s", "--quota", "300MB")
+    assert usage.returncode == 0, usage.stderr
+    report = json.loads(usage.stdout)
+    scopes = {s["scope"]: s for s in report["scopes"]}
+    assert {"dimbybot2-bot", "dimbybot2-lavalink"} <= set(scopes)
+    assert all(scopes[s]["bytes"] > 0 and scopes[s]["blobs"] > 0 for s in ("dimbybot2-bot", "dimbybot2-lavalink"))
+    assert report["total_bytes"] == sum(e.size for e in gha.service.finalized())
+    assert any("superseded index of scope dimbybot2-bot" in p["why"] for p in report["prunable"])
+    assert any("--cache-mode=min" in line for line in report["recommendations"])  # 300 MB is too small a share
+    before = {e.id for e in gha.service.finalized()}
+    dry = cache_cli(gha, "prune", "--dry-run", "--json", "--min-age", "0s")
+    assert dry.returncode == 0, dry.stderr
+    assert {e.id for e in gha.service.finalized()} == before
+    assert sorted(json.loads(dry.stdout)["would_delete"]) == sorted(p["key"] for p in report["prunable"])
+    pruned = cache_cli(gha, "prune", "--min-age", "0s")
+    assert pruned.returncode == 0, pruned.stderr
+    left = {e.key for e in gha.service.finalized()}
+    assert not left & {p["key"] for p in report["prunable"] if p["ref"] == MAIN}
+    with fresh_runner() as runner:
+        result, after = build(repo, runner, registry, gha.runner_env(MAIN))
+    assert result.returncode == 0, result.stderr
+    for name in ("bot", "lavalink"):
+        assert after[name]["cached_steps"] == after[name]["total_steps"], misses(after[name])
 
 
 def test_evicted_entries_make_buildkit_run_their_steps_again_and_the_result_says_so(

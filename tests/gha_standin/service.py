@@ -108,6 +108,7 @@ class CacheService:
         self.entries: list[Entry] = []
         self.evicted: list[Entry] = []
         self.calls: list[tuple[str, str]] = []  # (method, key) of every Twirp call, in order
+        self.errors: list[str] = []  # the stand-in's own failures (should stay empty)
         self.authorizations: list[str] = []  # every Authorization header seen (for secret checks)
         self._secret = secrets.token_bytes(32)
         self._creates: list[float] = []
@@ -325,6 +326,11 @@ class CacheService:
         return {"total_count": len(entries), "actions_caches": [e.rest() for e in entries[(page - 1) * per_page:page * per_page]]}
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # BuildKit opens many connections at once (one per blob lookup)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     service: CacheService  # set on the subclass made per server
     protocol_version = "HTTP/1.1"
@@ -378,6 +384,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except TwirpError as error:
             self._send(TWIRP_STATUS[error.code], {"code": error.code, "msg": error.msg},
                        {"Retry-After": str(error.retry_after)} if error.retry_after else None)
+        except Exception as error:  # a bug in the stand-in must show as one, not as a reset connection
+            self.service.errors.append(f"{method}: {type(error).__name__}: {error}")
+            self._send(500, {"code": "internal", "msg": "stand-in error (see service.errors)"})
 
 
 @dataclasses.dataclass
@@ -412,8 +421,7 @@ def start(directory: pathlib.Path, repository: str = "owner/dimbybot2", quota_by
     try:
         service = CacheService(azurite, repository, "ghs_" + secrets.token_hex(16), quota_bytes, uploads_per_minute)
         handler = type("Handler", (_Handler,), {"service": service})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", free_port()), handler)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
