@@ -289,6 +289,28 @@ def test_cache_usage_per_scope_and_prune_keeps_what_the_next_build_needs(gha: Gh
         assert after[name]["cached_steps"] == after[name]["total_steps"], misses(after[name])
 
 
+def test_a_quota_smaller_than_the_cache_evicts_least_recently_used_and_builds_still_succeed(
+        registry: RunningRegistry, repo: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """A repository whose cache quota (GitHub: 10 GB) is smaller than one mode=max export: the
+    stand-in evicts least recently used entries after each upload, as GitHub does past its quota."""
+    generator = start(tmp_path / "small", quota_bytes=100 * 1000**2)
+    small = next(generator)
+    try:
+        with fresh_runner() as runner:
+            first, _ = build(repo, runner, registry, small.runner_env(MAIN), "--image", "bot")
+        assert first.returncode == 0, first.stderr
+        assert small.service.evicted and small.service.used_bytes() <= 100 * 1000**2
+        assert small.service.finalized(index_key("dimbybot2-bot")), "the index, written last, is the most recently used"
+        with fresh_runner() as runner:
+            second, report = build(repo, runner, registry, small.runner_env(MAIN), "--image", "bot")
+        assert second.returncode == 0, second.stderr
+        bot = report["bot"]
+        assert bot["refs"] and bot["cached_steps"] < bot["total_steps"]
+        assert any("ran again" in w for w in bot["warnings"]), bot["warnings"]
+    finally:
+        generator.close()
+
+
 def test_evicted_entries_make_buildkit_run_their_steps_again_and_the_result_says_so(
         gha: GhaStandIn, registry: RunningRegistry, repo: pathlib.Path, unchanged: Any) -> None:
     """GitHub evicted the layers (LRU past the quota, or 7 days unused) but not the index."""
