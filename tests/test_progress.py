@@ -114,3 +114,12 @@ def test_padded_step_numbers_of_long_stages_keep_their_labels() -> None:
     assert [(s.label, s.cached) for s in log.cacheable] == [  # ordered by stage, then step number
         ("9/12", False), ("deps 2/10", False), ("stage-1 7/11", True), ("stage-1 10/11", False)]
     assert log.by_label()["deps 2/10"].instruction == "RUN make"
+
+
+def test_a_step_run_again_after_its_cached_layer_was_evicted_is_a_miss_with_its_reason() -> None:
+    """evicted.rawjson: the bot image on a fresh runner after the gha cache evicted the layers its
+    index lists (captured with Docker 28.5 in tests/test_gha_cache.py; log lines dropped).
+    BuildKit first reports each step cached, fails to fetch its blob, then runs it again."""
+    log = parse("evicted.rawjson")
+    assert log.cached_count == 0 and log.error is None
+    assert all(s.rerun_because and "not found" in s.rerun_because for s in log.cacheable)
