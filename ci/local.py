@@ -51,9 +51,10 @@ class BuildOutcome:
 
 
 def _image_exported(log: BuildLog) -> bool:
-    """Every Dockerfile step and the image export finished without error (the push is done)."""
-    exports = [v for v in log.bookkeeping if v.name.startswith("exporting to image") or v.name.startswith("exporting to oci")]
-    return bool(exports) and all(v.error is None for v in (*log.steps, *exports))
+    """Every Dockerfile step and the image export (if any: `cacheonly` has none) finished
+    without error: the push is done. Only asked once the cache export had started."""
+    exports = [v for v in log.bookkeeping if v.name.startswith(("exporting to image", "exporting to oci", "exporting to docker"))]
+    return bool(log.steps) and all(v.error is None and (v.cached or v.duration is not None) for v in (*log.steps, *exports))
 
 
 # BuildKit enforces the timeout itself after HTTP 429 (and then reports why): the driver steps in
