@@ -43,22 +43,17 @@ sys.path.insert(0, str(ROOT))
 from ci import cache, cache_usage, config, local, pipeline, tags  # noqa: E402
 from ci.progress import parse_stream  # noqa: E402
 from tests import fresh_docker  # noqa: E402
-from tests.conftest import LOCAL_BASES  # noqa: E402
+from tests.conftest import BASE_IMAGES, LOCAL_BASES  # noqa: E402
 from tests.gha_standin.service import GhaStandIn, start  # noqa: E402
 from tests.registry_fixture import RunningRegistry, start_registry  # noqa: E402
 
 SHA = "c" * 40
 SCENARIOS = ("cold", "unchanged", "code-change", "lock-change")
-BASES = tuple(sorted({image for _, image in LOCAL_BASES}))
+BASES = BASE_IMAGES
 
 
-@contextlib.contextmanager
-def fresh_runner() -> Iterator[fresh_docker.PrivateDocker]:
-    generator = fresh_docker.start(images=BASES)
-    try:
-        yield next(generator)
-    finally:
-        generator.close()
+def fresh_runner() -> contextlib.AbstractContextManager[fresh_docker.PrivateDocker]:
+    return fresh_docker.running(images=BASES)
 
 
 @contextlib.contextmanager

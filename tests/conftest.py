@@ -29,6 +29,7 @@ LOCAL_BASES = (
     ("FETCH_IMAGE", f"{BASE_PREFIX}/python:3.11"),
     ("LAVALINK_IMAGE", f"{BASE_PREFIX}/lavalink:4"),
 )
+BASE_IMAGES = tuple(sorted({image for _, image in LOCAL_BASES}))
 
 
 def _docker_problem() -> str | None:
@@ -59,9 +60,10 @@ def docker() -> str:
 
 @pytest.fixture(scope="module")
 def fresh_docker(docker: str) -> Iterator[private_docker.PrivateDocker]:
-    """A private dockerd holding only the local base images: what a fresh CI runner starts with.
-    Its build cache can be wiped without touching the host's (see tests/fresh_docker.py)."""
-    yield from private_docker.start(images=tuple(sorted({image for _, image in LOCAL_BASES})))
+    """A private dockerd holding only the local base images: what a fresh CI runner starts with,
+    without touching the host's build cache (see tests/fresh_docker.py)."""
+    with private_docker.running(images=BASE_IMAGES) as daemon:
+        yield daemon
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -3,9 +3,10 @@
 An ephemeral runner is a new machine with an empty BuildKit cache. Pruning the host daemon's
 build cache would imitate that but destroy every other user's cache (and other tests running at
 the same time), so tests that need "a fresh runner" start their own dockerd instead: its own data
-root, exec root, socket and bridge, with only the local base images loaded into it. Wiping its
-build cache (`wipe_build_cache`) touches nothing else on the machine, and stopping it removes
-every trace (daemon, bridge, NAT rule, directories).
+root, exec root, socket and bridge, with only the local base images loaded into it. Each fresh
+runner is a new daemon (`running()`): pruning a daemon's build cache is not enough, since the
+layers it pushed stay in its content store and a "cold" import would quietly find them there.
+Stopping it removes every trace (daemon, bridge, NAT rule, directories).
 
 Networking: a second dockerd cannot share docker0, and with `--bridge none` BuildKit's RUN steps
 fail ("network bridge not found"). So each private daemon gets a bridge of its own on a /24 that
@@ -16,6 +17,7 @@ the host's network: 127.0.0.1 services (registry, cache stand-ins) are reachable
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -52,10 +54,6 @@ class PrivateDocker:
     def docker(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run([DOCKER, *args], env=self.env, capture_output=True, text=True, check=check, timeout=timeout)
 
-    def wipe_build_cache(self) -> None:
-        """Forget every build step this daemon has seen (images stay): a fresh runner's cache."""
-        self.docker("buildx", "prune", "--all", "--force")
-
     def load_images(self, *images: str) -> None:
         """Copy images from the host daemon (no registry can be pulled from here)."""
         save = subprocess.Popen([DOCKER, "save", *images], stdout=subprocess.PIPE, env={**os.environ, "DOCKER_HOST": ""})
@@ -86,15 +84,25 @@ def _iptables(action: str, rule: list[str]) -> None:
     subprocess.run(["iptables", *table, action, *rule], check=action == "-I", capture_output=True)
 
 
-def start(images: tuple[str, ...] = (), ready_timeout: float = 60) -> Iterator[PrivateDocker]:
-    """Start a private dockerd (generator: stops it and removes everything on close)."""
+def _claim_bridge() -> int:
+    """A free /24 for a new bridge: private daemons run side by side (several test modules, the
+    benchmark), so a number already taken is skipped and a lost race is retried."""
+    for _ in range(50):
+        octet = random.randint(1, 254)  # noqa: S311 (a network number, not a secret)
+        if subprocess.run(["ip", "link", "add", f"dimbyfd{octet}", "type", "bridge"], capture_output=True).returncode == 0:
+            return octet
+    raise RuntimeError("no free dimbyfd* bridge name after 50 tries")
+
+
+@contextlib.contextmanager
+def running(images: tuple[str, ...] = (), ready_timeout: float = 60) -> Iterator[PrivateDocker]:
+    """A new private dockerd holding `images`: a fresh CI runner. Stopped and removed on exit."""
     # Short paths: a unix socket path is limited to 108 bytes.
     root = pathlib.Path(tempfile.mkdtemp(prefix="dimby-fd-", dir="/tmp"))
-    octet = random.randint(1, 254)  # noqa: S311 (a network number, not a secret)
+    octet = _claim_bridge()
     bridge, subnet = f"dimbyfd{octet}", f"10.213.{octet}.0/24"
     started: PrivateDocker | None = None
     try:
-        _run("ip", "link", "add", bridge, "type", "bridge")
         _run("ip", "addr", "add", f"10.213.{octet}.1/24", "dev", bridge)
         _run("ip", "link", "set", bridge, "up")
         _iptables("-I", _nat_rule(subnet, bridge))

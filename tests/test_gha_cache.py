@@ -27,7 +27,7 @@ import pytest
 
 from ci.cache_usage import ref_hash
 from tests import fresh_docker
-from tests.conftest import LOCAL_BASES, REPO
+from tests.conftest import BASE_IMAGES, LOCAL_BASES, REPO
 from tests.gha_standin.service import GhaStandIn, start
 from tests.registry_fixture import RunningRegistry, free_port, start_registry
 
@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
 
 MAIN, PR = "refs/heads/main", "refs/pull/7/merge"
 SHA = "a" * 40
-BASES = tuple(sorted({image for _, image in LOCAL_BASES}))
+BASES = BASE_IMAGES
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +54,8 @@ def no_faults(gha: GhaStandIn) -> Iterator[None]:
     gha.service.faults.clear()
 
 
-@contextlib.contextmanager
-def fresh_runner() -> Iterator[fresh_docker.PrivateDocker]:
-    generator = fresh_docker.start(images=BASES)
-    try:
-        yield next(generator)
-    finally:
-        generator.close()
+def fresh_runner() -> contextlib.AbstractContextManager[fresh_docker.PrivateDocker]:
+    return fresh_docker.running(images=BASES)
 
 
 def build(repo: pathlib.Path, runner: fresh_docker.PrivateDocker, registry: RunningRegistry, env: dict[str, str],

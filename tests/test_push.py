@@ -18,7 +18,8 @@ import pytest
 
 from ci import local
 from ci.registry import Registry, RegistryAuthError
-from tests.conftest import LOCAL_BASES
+from tests import fresh_docker as private_docker
+from tests.conftest import BASE_IMAGES, LOCAL_BASES
 from tests.fresh_docker import PrivateDocker
 from tests.registry_fixture import RunningRegistry, start_registry
 
@@ -83,8 +84,8 @@ def test_ephemeral_runner_rebuild_reuses_every_step_from_the_registry_cache(regi
     assert first.returncode == 0, first.stderr
     for image in images_by_name(report_of(first)).values():
         assert image["cache_export"] == {"ok": True, "detail": "ok"}
-    fresh_docker.wipe_build_cache()  # the next run is a new runner: only the registry cache is left
-    second = cli(repo_copy, *common, password=registry.password, docker_host=fresh_docker.host)
+    with private_docker.running(BASE_IMAGES) as new_runner:  # the next run is a new machine: only the registry cache is left
+        second = cli(repo_copy, *common, password=registry.password, docker_host=new_runner.host)
     assert second.returncode == 0, second.stderr
     images = images_by_name(report_of(second))
     for name, image in images.items():
