@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from . import cache, render
 from .errors import PipelineError
 from .model import BuildRequest, Output
-from .pipeline import CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_failure, cold_retry, image_result
+from .pipeline import CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result
 from .progress import BuildLog, parse_stream
 from .registry import Registry
 from .verify import Comparison
@@ -159,7 +159,7 @@ def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Ma
     outcome = run_build(request, root, work, env)
     retried_because = None
     if (cold := cold_retry(request, outcome.log, outcome.ok)) is not None:
-        retried_because, request = cache_failure(outcome.log), cold
+        retried_because, request = cold.reason, cold.request
         outcome = run_build(request, root, work, env)
     result = image_result(plan.image.name, request, outcome.log, retried_because)
     result.digest, result.duration = outcome.digest, outcome.seconds

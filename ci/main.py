@@ -668,7 +668,7 @@ async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: da
     log, tail = read_progress(await ctr.file(f"{OUT}/progress.json").contents())
     retried_because = None
     if (cold := cold_retry(request, log, code == 0)) is not None:
-        retried_because, request = log.error, cold
+        retried_because, request = cold.reason, cold.request
         ctr = buildctl_container(request, source, creds, *builder, call_id=call_id)
         code = await ctr.exit_code()
         log, tail = read_progress(await ctr.file(f"{OUT}/progress.json").contents())

@@ -162,12 +162,21 @@ def cache_failed(log: BuildLog) -> bool:
     return cache_failure(log) is not None
 
 
-def cold_retry(request: BuildRequest, log: BuildLog, ok: bool) -> BuildRequest | None:
-    """The same request without external cache, when a cache is what made the build fail:
-    a cache never fails a build, it only makes it cold."""
-    if ok or not (request.cache_from or request.cache_to) or not cache_failed(log):
+@dataclasses.dataclass(frozen=True)
+class ColdRetry:
+    """The same request without external cache, and why the cached one failed."""
+
+    request: BuildRequest
+    reason: str
+
+
+def cold_retry(request: BuildRequest, log: BuildLog, ok: bool) -> ColdRetry | None:
+    """What to build instead when a cache is what made the build fail: a cache never fails a
+    build, it only makes it cold. Both drivers take the request and its reason from here."""
+    reason = None if ok or not (request.cache_from or request.cache_to) else cache_failure(log)
+    if reason is None:
         return None
-    return dataclasses.replace(request, cache_from=(), cache_to=())
+    return ColdRetry(dataclasses.replace(request, cache_from=(), cache_to=()), reason)
 
 
 def image_result(name: str, request: BuildRequest, log: BuildLog, retried_because: str | None = None) -> ImageResult:

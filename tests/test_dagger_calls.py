@@ -279,3 +279,22 @@ async def test_a_failed_pure_build_is_run_again_with_a_call_id_before_the_failur
     first, second = double.execs("build")
     assert main.CALL_ID_ENV not in first.env()
     assert second.env()[main.CALL_ID_ENV] and first.argv == second.argv
+
+
+async def test_a_build_failed_by_a_lost_cache_blob_is_rebuilt_cold_and_says_why(engine: Engine) -> None:
+    # BuildKit's progress when a blob the gha index lists is gone (shape as in real runs, see
+    # tests/test_gha_cache.py); the retry has no cache flags, so the double answers it as built.
+    lost = ("https://blob.example/cache/sha256:" + "c" * 64 + "?sig=SECRET: BlobNotFound: "
+            "The specified blob does not exist.")
+    vertex = {"digest": "sha256:" + "d" * 64, "name": "[deps 3/4] COPY bot/requirements.lock /tmp/", "started": "2026-11-24T10:00:00Z",
+              "completed": "2026-11-24T10:00:01Z", "error": lost}
+    progress = json.dumps({"vertexes": [vertex]}) + "\n"
+    double = engine(Script(builds={"type=gha": failed_build(progress)}))
+    result = await push_to_ghcr(cache_backend="gha", gha_token=dag.set_secret("t", "jwt"),
+                                gha_results_url=dag.set_secret("u", "http://results"))
+    assert result.ok, [i.error for i in result.images]
+    bot = result.images[0]
+    assert any("rebuilt without external cache" in w and "blob sha256:" + "c" * 64 in w for w in bot.warnings), bot.warnings
+    assert "SECRET" not in result.report()
+    cold = [q for q in double.execs("build") if not any("type=gha" in a for a in q.argv)]
+    assert len(cold) == 2  # one cold rebuild per image
