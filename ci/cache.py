@@ -124,6 +124,17 @@ def is_missing_blob(error: str) -> bool:
     return bool(_MISSING_BLOB.search(error))
 
 
+# The query ends where the URL does: before white space or a quote, and before a `:` that
+# only separates the URL from the error after it.
+_SAS_QUERY = re.compile(r"(https?://[^\s?\"'\\]+)\?[^\s\"'\\]*?\bsig=[^\s\"'\\]*?(?=[:,;.]?(?:[\s\"'\\]|$))")
+
+
+def redact_signed_urls(text: str) -> str:
+    """`text` with the query of every signed (Azure SAS, `sig=`) URL removed: BuildKit names
+    the signed blob URL in its errors, and a signature is a credential until it expires."""
+    return _SAS_QUERY.sub(r"\1?<signature removed>", text)
+
+
 def describe_failure(error: str) -> str:
     """BuildKit's cache error in words, with the original text: why the cache failed."""
     # Signed blob URLs carry a signature in their query: never repeat it.

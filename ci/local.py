@@ -141,6 +141,9 @@ def run_build(request: BuildRequest, root: pathlib.Path, work: pathlib.Path,
         stopped_after = _wait(proc, progress_file, export_timeout(request))
     seconds = time.monotonic() - started
     text = progress_file.read_text(errors="replace")
+    if text != (redacted := cache.redact_signed_urls(text)):  # the log is kept: no signed URL in it
+        progress_file.write_text(redacted)
+        text = redacted
     try:
         with progress_file.open() as stream:
             log = parse_stream(stream)
@@ -160,6 +163,8 @@ def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Ma
     retried_because = None
     if (cold := cold_retry(request, outcome.log, outcome.ok)) is not None:
         retried_because, request = cold.reason, cold.request
+        # Keep the attempt the cache broke beside the cold build's log: it shows why.
+        outcome.progress_file.replace(outcome.progress_file.with_name(f"{plan.image.name}.cache-failed.progress.json"))
         outcome = run_build(request, root, work, env)
     result = image_result(plan.image.name, request, outcome.log, retried_because)
     result.digest, result.duration = outcome.digest, outcome.seconds

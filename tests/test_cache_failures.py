@@ -28,3 +28,13 @@ def test_a_missing_blob_is_named_and_its_signed_url_loses_the_signature() -> Non
 
 def test_an_unknown_error_is_kept_as_is() -> None:
     assert cache.describe_failure("something else") == "something else"
+
+
+def test_signed_blob_urls_lose_their_signature_and_nothing_else() -> None:
+    text = ('{"error": "GET https://acct.blob.example/c/sha256:ab?sv=2023&se=2026&sp=r&sig=S3CR3T%3D: BlobNotFound"}\n'
+            '{"name": "RUN pip download https://pypi.example/simple/x/?page=2"}\n'
+            '{"error": "GET http://127.0.0.1:1/devstoreaccount1/c/k?sp=r&sig=T0P%2F\\n----"}\n')  # JSON-escaped newline
+    redacted = cache.redact_signed_urls(text)
+    assert "S3CR3T" not in redacted and "https://acct.blob.example/c/sha256:ab?<signature removed>: BlobNotFound" in redacted
+    assert "https://pypi.example/simple/x/?page=2" in redacted  # an ordinary query stays
+    assert "http://127.0.0.1:1/devstoreaccount1/c/k?<signature removed>\\n----" in redacted and "T0P" not in redacted

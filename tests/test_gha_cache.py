@@ -332,4 +332,7 @@ def test_blob_lost_while_its_entry_is_listed_takes_the_cold_retry_path(
     assert bot["error"] is None and bot["refs"] and bot["digest"]
     assert any("rebuilt without external cache" in w and "missing (evicted or deleted)" in w for w in bot["warnings"]), bot["warnings"]
     assert "?sig" not in json.dumps(bot) and "sig=" not in json.dumps(bot)  # no signed URL in the report
+    # The failed attempt's log is kept beside the cold build's, without the signed URL BuildKit named.
+    kept_log = (repo / ".work" / "bot.cache-failed.progress.json").read_text()
+    assert "BlobNotFound" in kept_log and "sig=" not in kept_log
 
