@@ -286,6 +286,12 @@ class ImageOutcome:
     error: str = field(default="")
 
 
+def artifacts_directory(summary: str, report_json: str, exit_code: int) -> dagger.Directory:
+    """What a workflow exports in one step: the step summary, the report and the exit code."""
+    return (dag.directory().with_new_file("summary.md", summary).with_new_file("report.json", report_json)
+            .with_new_file("exit-code", f"{exit_code}\n"))
+
+
 @object_type
 class BuildAndPushResult:
     """The result of build-and-push: per-image outcomes plus a summary and a JSON report."""
@@ -309,9 +315,7 @@ class BuildAndPushResult:
     @function
     def artifacts(self) -> dagger.Directory:
         """summary.md, report.json and exit-code (0 or 1) in one directory, for one `export`."""
-        return (dag.directory().with_new_file("summary.md", self.summary_markdown)
-                .with_new_file("report.json", self.report_json)
-                .with_new_file("exit-code", "0\n" if self.ok else "1\n"))
+        return artifacts_directory(self.summary_markdown, self.report_json, 0 if self.ok else 1)
 
 
 @object_type
@@ -336,9 +340,7 @@ class DeployOutcome:
     @function
     def artifacts(self) -> dagger.Directory:
         """summary.md, report.json and exit-code in one directory, for one `export`."""
-        return (dag.directory().with_new_file("summary.md", self.summary_markdown)
-                .with_new_file("report.json", self.report_json)
-                .with_new_file("exit-code", f"{self.exit_code}\n"))
+        return artifacts_directory(self.summary_markdown, self.report_json, self.exit_code)
 
 
 T = TypeVar("T")
