@@ -180,3 +180,10 @@ def test_registry_credentials_are_checked_before_building() -> None:
     sels = selections(main.registry_check_container(dag.directory(), "ghcr.io", creds, "call-1"))
     assert [args["name"] for name, args in sels if name == "withSecretVariable"] == ["REGISTRY_PASSWORD"]
     assert sels[-1][1]["args"] == ["python", "-m", "ci.registry_cli", "check", "ghcr.io"]
+
+
+def test_artifacts_hold_the_summary_the_report_and_the_exit_code_the_workflow_fails_on() -> None:
+    result = main._make(main.BuildAndPushResult, images=[], cache_backend="gha", ok=False, report_json='{"ok": false}',
+                        summary_markdown="# summary")
+    files = {args["path"]: args["contents"] for name, args in selections(result.artifacts()) if name == "withNewFile"}
+    assert files == {"summary.md": "# summary", "report.json": '{"ok": false}', "exit-code": "1\n"}
