@@ -102,17 +102,22 @@ MinAge = Annotated[str, typer.Option(help="Never prune entries younger than this
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-@app.command("usage")
-def usage_command(repository: Repository = "", quota: Quota = "10GB", min_age: MinAge = "1h", as_json: AsJson = False) -> None:
-    """Per scope: bytes, entries, share of the quota; what no current index references; advice."""
+def _usage_or_exit(repository: str, quota: str, min_age: str) -> tuple[cache_usage.Usage, RestCache]:
+    """`_usage`, with its errors as one line: exit 2 for bad input, 1 when GitHub failed."""
     try:
-        usage, _ = _usage(repository, quota, min_age)
+        return _usage(repository, quota, min_age)
     except InputError as error:
         _say(f"error: {error}")
         raise typer.Exit(2) from None
     except PipelineError as error:
         _say(f"error: {error}")
         raise typer.Exit(1) from None
+
+
+@app.command("usage")
+def usage_command(repository: Repository = "", quota: Quota = "10GB", min_age: MinAge = "1h", as_json: AsJson = False) -> None:
+    """Per scope: bytes, entries, share of the quota; what no current index references; advice."""
+    usage, _ = _usage_or_exit(repository, quota, min_age)
     _print(usage, as_json)
 
 
@@ -120,14 +125,7 @@ def usage_command(repository: Repository = "", quota: Quota = "10GB", min_age: M
 def prune_command(repository: Repository = "", quota: Quota = "10GB", min_age: MinAge = "1h", as_json: AsJson = False,
                   dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be deleted.")] = False) -> None:
     """Delete superseded indexes and blobs no current index references (try --dry-run first)."""
-    try:
-        usage, rest = _usage(repository, quota, min_age)
-    except InputError as error:
-        _say(f"error: {error}")
-        raise typer.Exit(2) from None
-    except PipelineError as error:
-        _say(f"error: {error}")
-        raise typer.Exit(1) from None
+    usage, rest = _usage_or_exit(repository, quota, min_age)
     deleted: list[cache_usage.CacheEntry] = []
     failed = False
     for entry, _ in usage.prunable:
