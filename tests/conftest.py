@@ -67,8 +67,8 @@ def fresh_docker(docker: str) -> Iterator[private_docker.PrivateDocker]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.agreement import AGREEMENT
     from tests.test_determinism import DIGESTS
-    from tests.test_explain_buildkit import AGREEMENT
 
     for image, (cached, uncached) in DIGESTS.items():
         terminalreporter.write_line(f"determinism: {image} cached {cached} / uncached {uncached}")

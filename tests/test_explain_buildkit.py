@@ -15,10 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
-from ci import local
 from ci.explain.predict import BuildInput, compare
 from ci.explain.snapshot import DirSnapshot
-from ci.model import BuildRequest, Output
+from tests.agreement import assert_agreement, build
 from tests.conftest import BASE_PREFIX
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
@@ -99,16 +98,6 @@ SCENARIOS: dict[str, tuple[Callable[[pathlib.Path], None] | None, dict[str, str]
 }
 
 
-def build(root: pathlib.Path, work: pathlib.Path, args: dict[str, str]) -> dict[str, bool]:
-    request = BuildRequest(image="explain", context=".", dockerfile="Dockerfile", output=Output("cacheonly"),
-                           target="final", build_args=tuple(sorted(args.items())))
-    outcome = local.run_build(request, root, work)
-    assert outcome.ok, outcome.stderr_tail
-    return {s.label: s.cached for s in outcome.log.cacheable if s.label}
-
-
-# scenario -> (steps agreeing, steps, misses BuildKit reported); conftest prints the totals.
-AGREEMENT: dict[str, tuple[int, int, int]] = {}
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
@@ -127,16 +116,8 @@ def test_explain_agrees_with_buildkit(scenario: str, tmp_path: pathlib.Path) -> 
 
     prediction = compare("explain", BuildInput(DirSnapshot(base), "Dockerfile", ".", {}, "final"),
                          BuildInput(DirSnapshot(head), "Dockerfile", ".", head_args, "final"))
-    predicted = {s.label: s.status == "hit" for s in prediction.steps if not s.instruction.startswith("FROM ")}
 
-    build(base, tmp_path / "work", {})
-    actual = build(head, tmp_path / "work", head_args)
+    build(base, tmp_path / "work", {}, "explain")
+    actual = build(head, tmp_path / "work", head_args, "explain")
 
-    assert set(predicted) == set(actual), "explain and BuildKit list different steps"
-    if mutate is None and not head_args:
-        assert all(actual.values())
-    agree = sum(predicted[label] == actual[label] for label in actual)
-    AGREEMENT[scenario] = (agree, len(actual), sum(not hit for hit in actual.values()))
-    details = {label: (predicted[label], actual[label]) for label in actual if predicted[label] != actual[label]}
-    assert not details, f"{scenario}: (predicted hit, BuildKit cached) differ on {details}; reasons: " + str(
-        [(s.label, s.reason) for s in prediction.steps])
+    assert_agreement(scenario, prediction, actual, unchanged=mutate is None and not head_args)

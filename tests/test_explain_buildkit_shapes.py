@@ -22,12 +22,10 @@ from collections.abc import Callable
 
 import pytest
 
-from ci import local
 from ci.explain.predict import BuildInput, compare
 from ci.explain.snapshot import DirSnapshot
-from ci.model import BuildRequest, Output
+from tests.agreement import assert_agreement, build
 from tests.conftest import BASE_PREFIX
-from tests.test_explain_buildkit import AGREEMENT
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
 
@@ -135,14 +133,6 @@ SCENARIOS: dict[str, tuple[Mutation | None, dict[str, str]]] = {
 }
 
 
-def build(root: pathlib.Path, work: pathlib.Path, args: dict[str, str]) -> dict[str, bool]:
-    request = BuildRequest(image="shapes", context=".", dockerfile="Dockerfile", output=Output("cacheonly"),
-                           target="final", build_args=tuple(sorted(args.items())))
-    outcome = local.run_build(request, root, work)
-    assert outcome.ok, outcome.stderr_tail
-    return {s.label: s.cached for s in outcome.log.cacheable if s.label}
-
-
 @pytest.fixture(scope="module")
 def base_tree(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """The base context, built once: every scenario's head build finds its cache."""
@@ -152,7 +142,7 @@ def base_tree(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
         edit(name, text)(root)
     (root / "salt.txt").write_text(uuid.uuid4().hex + "\n")
     (root / "Dockerfile").write_text(DOCKERFILE)
-    build(root, root.parent / "work", {})
+    build(root, root.parent / "work", {}, "shapes")
     return root
 
 
@@ -166,15 +156,7 @@ def test_explain_agrees_with_buildkit_on_labels_and_hits(scenario: str, base_tre
         mutate(head)
     prediction = compare("shapes", BuildInput(DirSnapshot(base_tree), "Dockerfile", ".", {}, "final"),
                          BuildInput(DirSnapshot(head), "Dockerfile", ".", head_args, "final"))
-    predicted = {s.label: s.status == "hit" for s in prediction.steps if not s.instruction.startswith("FROM ")}
 
-    actual = build(head, tmp_path / "work", head_args)
+    actual = build(head, tmp_path / "work", head_args, "shapes")
 
-    assert sorted(predicted) == sorted(actual), "explain and BuildKit label the steps differently"
-    if mutate is None and not head_args:
-        assert all(actual.values())
-    agree = sum(predicted[label] == actual[label] for label in actual)
-    AGREEMENT[scenario] = (agree, len(actual), sum(not hit for hit in actual.values()))
-    details = {label: (predicted[label], actual[label]) for label in actual if predicted[label] != actual[label]}
-    assert not details, f"{scenario}: (predicted hit, BuildKit cached) differ on {details}; reasons: " + str(
-        [(s.label, s.reason) for s in prediction.steps])
+    assert_agreement(scenario, prediction, actual, unchanged=mutate is None and not head_args)
