@@ -30,7 +30,7 @@ from typing import Any, Literal
 from .dockerfile import SCRATCH, Dockerfile, DockerfileError, Instruction, Stage, arg_decls, copy_sources, env_decls, expand, mount_options, parse
 from .ignore import IgnoreRules
 from .shell import Lex, ShellError
-from .snapshot import FileInfo, Snapshot, comparable_mode
+from .snapshot import FileInfo, Snapshot, comparable_mode, normalise
 from .syntax import parse_heredoc
 
 Status = Literal["hit", "miss"]
@@ -93,10 +93,10 @@ def _hash(value: Any) -> str:
 
 
 def _ignore_rules(build: BuildInput) -> IgnoreRules:
-    own = build.snapshot.read(build.dockerfile + ".dockerignore")
+    own = build.snapshot.read(normalise(build.dockerfile) + ".dockerignore")
     if own is not None:
         return IgnoreRules.parse(own)
-    return IgnoreRules.parse(build.snapshot.read(posixpath.join(build.context, ".dockerignore")))
+    return IgnoreRules.parse(build.snapshot.read(posixpath.join(normalise(build.context), ".dockerignore")))
 
 
 class _Context:
@@ -105,7 +105,8 @@ class _Context:
     def __init__(self, build: BuildInput) -> None:
         self.build = build
         self.rules = _ignore_rules(build)
-        prefix = "" if build.context in ("", ".") else build.context.strip("/") + "/"
+        context = normalise(build.context)
+        prefix = context + "/" if context else ""
         self.prefix = prefix
         listing = build.snapshot.listing(build.context)
         self.files: dict[str, FileInfo] = {}
@@ -486,7 +487,7 @@ def compare(name: str, base: BuildInput, head: BuildInput) -> ImagePrediction:
     by_label = {s.label: s for s in base_steps}
     by_position = {(s.stage, s.position): s for s in base_steps}
     ignored_in_base = base_context.ignored if base_steps else set()
-    prefix = "" if head.context in ("", ".") else head.context.strip("/") + "/"
+    prefix = normalise(head.context) + "/" if normalise(head.context) else ""
     predictions = []
     misses: dict[str, bool] = {}
     for step in head_steps:

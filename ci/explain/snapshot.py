@@ -1,5 +1,8 @@
 """The files of a repository at one point: a git revision, or the working tree on disk.
 
+Paths are normalised the same way for both kinds (`normalise`): `./.dockerignore`, `.dockerignore`
+and `sub/../.dockerignore` are one file in a revision as on disk.
+
 Digests are git blob ids (sha1 of "blob <size>\\0<content>"), so a revision and the working
 tree compare without reading the revision's files. Modes: git knows only 644/755 (and
 symlinks); a directory on disk has full permission bits (see `comparable_mode`).
@@ -11,6 +14,7 @@ import dataclasses
 import hashlib
 import os
 import pathlib
+import posixpath
 import stat
 import subprocess
 from typing import Literal, Protocol
@@ -34,6 +38,20 @@ class Snapshot(Protocol):
     def listing(self, directory: str) -> dict[str, FileInfo]: ...
 
     def digest(self, path: str) -> str: ...
+
+
+def normalise(path: str) -> str:
+    """One spelling for a path inside a snapshot, for every snapshot kind: relative to the root,
+    cleaned, no `./` and no trailing slash; the root itself is "" (`.`, `./`, `./.`, `/` and ``
+    are all the root, `./a/../b/` is `b`)."""
+    cleaned = posixpath.normpath(path.lstrip("/")) if path.strip("/") else "."
+    return "" if cleaned == "." else cleaned
+
+
+def _prefix(directory: str) -> str:
+    """What every path below `directory` starts with ("" for the root)."""
+    directory = normalise(directory)
+    return directory + "/" if directory else ""
 
 
 def blob_id(data: bytes) -> str:
@@ -68,13 +86,13 @@ class DirSnapshot:
         return self._index
 
     def read(self, path: str) -> str | None:
-        file = self.root / path
+        file = self.root / normalise(path)
         return file.read_text() if file.is_file() else None
 
     def listing(self, directory: str) -> dict[str, FileInfo]:
-        base = (self.root / directory) if directory not in ("", ".") else self.root
+        prefix = _prefix(directory)
+        base = self.root / prefix if prefix else self.root
         files: dict[str, FileInfo] = {}
-        prefix = "" if directory in ("", ".") else directory.strip("/") + "/"
         for current, dirs, names in os.walk(base):
             dirs[:] = [d for d in dirs if d != ".git"]
             rel_dir = os.path.relpath(current, base)
@@ -89,6 +107,7 @@ class DirSnapshot:
         return files
 
     def digest(self, path: str) -> str:
+        path = normalise(path)
         if path not in self._digests:
             known = self._git_index().get(path)
             self._digests[path] = known or blob_id((self.root / path).read_bytes())
@@ -133,16 +152,17 @@ class GitSnapshot:
 
     def read(self, path: str) -> str | None:
         tree = self._load()
+        path = normalise(path)
         if path not in tree:
             return None
         return self._git("cat-file", "blob", tree[path][1])
 
     def listing(self, directory: str) -> dict[str, FileInfo]:
-        prefix = "" if directory in ("", ".") else directory.strip("/") + "/"
+        prefix = _prefix(directory)
         return {path: info for path, (info, _) in self._load().items() if path.startswith(prefix)}
 
     def digest(self, path: str) -> str:
-        return self._load()[path][1]
+        return self._load()[normalise(path)][1]
 
 
 def comparable_mode(mode: int, exact: bool) -> int:
