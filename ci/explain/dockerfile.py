@@ -114,9 +114,28 @@ class Dockerfile:
                         refs.add(ref)
         return refs
 
+    def dispatch_states(self) -> int:
+        """How many dispatch states BuildKit's frontend makes: one per stage, plus one for each
+        `COPY --from=<image>` (toCommand) and one for each `RUN --mount` whose `from=` names no
+        stage (detectRunMount; a mount without `from=` counts as from "scratch", whatever its
+        type: bind, cache, tmpfs, secret, ssh). BuildKit v0.25 dockerfile2llb/convert.go:429-431
+        (Docker 28.5) drops the stage name from labels only when this is 1."""
+        count = len(self.stages)
+        for stage in self.stages:
+            for ins in stage.instructions:
+                if ins.keyword == "COPY":
+                    ref = ins.flag("from")
+                    count += bool(ref) and not (ref or "").isdigit() and self.stage(ref or "") is None
+                elif ins.keyword == "RUN":
+                    for spec in ins.flag_values("mount"):
+                        ref = mount_options(spec).get("from", "") or SCRATCH
+                        named = next((s for s in self.stages if s.name is not None and s.name == ref.lower()), None)
+                        count += named is None
+        return count
+
     def label_prefix(self, stage: Stage) -> str:
-        """`deps ` or `stage-1 `; nothing when BuildKit sees a single stage."""
-        if len(self.stages) == 1 and not self.external_sources():
+        """`deps ` or `stage-1 `; nothing when BuildKit sees a single dispatch state."""
+        if self.dispatch_states() == 1:
             return ""
         return stage.label_name + " "
 

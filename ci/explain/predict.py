@@ -6,7 +6,8 @@ the Dockerfile frontend builds it:
   FROM       the base reference (after ARG expansion); a previous stage's result
   WORKDIR    parent + path
   RUN        parent + command text + environment (ENV, and every ARG declared in the stage
-             with a value: build args count from their declaration on) + user + workdir +
+             or in the stage it is built FROM, with a value: build args count from their
+             declaration on) + user + workdir +
              shell + mounts (a bind mount's source content counts; cache-mount contents and
              secret values do not)
   COPY/ADD   parent (not with --link) + options + destination + content of the selected
@@ -169,6 +170,9 @@ class _State:
 
     chain: str
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    # ARGs with a value: BuildKit adds each to the stage's LLB state as environment
+    # (dispatchArg: d.state.AddEnv), so a child stage (FROM <stage>) inherits them with the state.
+    args: dict[str, str] = dataclasses.field(default_factory=dict)
     user: str = ""
     workdir: str = "/"
     shell: list[str] = dataclasses.field(default_factory=lambda: ["/bin/sh", "-c"])
@@ -280,7 +284,7 @@ def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: 
 
     if parent_stage is not None:
         inherited = finals[parent_stage.index]
-        state = dataclasses.replace(inherited, env=dict(inherited.env), shell=list(inherited.shell))
+        state = dataclasses.replace(inherited, env=dict(inherited.env), shell=list(inherited.shell), args=dict(inherited.args))
     else:
         platform = from_ins.flag("platform")
         parts: dict[str, Any] = {"base": base, "platform": _expand(from_ins, platform, resolved.globals, escape)
@@ -288,7 +292,7 @@ def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: 
         state = _State(_hash(parts))
         if from_vertex:
             emit(from_ins, parts, state.chain)
-    args: dict[str, str] = {}
+    args = state.args
     for ins in stage.instructions[1:]:
         variables = {**args, **state.env}
         if ins.keyword == "ARG":
