@@ -24,6 +24,7 @@ import re
 from .config import ImageConfig
 from .errors import InputError
 from .model import CacheSpec
+from .progress import redact
 
 GHA_ENV = ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL")
 _BUST = re.compile(r"^[A-Za-z0-9._-]{0,40}$")
@@ -103,7 +104,6 @@ def no_cache(options: CacheOptions) -> bool:
 IMPORT_VERTICES = ("importing cache",)
 EXPORT_VERTICES = ("exporting cache", "exporting to GitHub Actions Cache")
 
-_SIGNED_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
 _MISSING_BLOB = re.compile(r"BlobNotFound|The specified blob does not exist|blob sha256:[0-9a-f]{64}: not found")
 # Twirp error codes the v2 cache service answers with (BuildKit's client reports the code).
 _TWIRP_MEANING = (
@@ -124,21 +124,15 @@ def is_missing_blob(error: str) -> bool:
     return bool(_MISSING_BLOB.search(error))
 
 
-# The query ends where the URL does: before white space or a quote, and before a `:` that
-# only separates the URL from the error after it.
-_SAS_QUERY = re.compile(r"(https?://[^\s?\"'\\]+)\?[^\s\"'\\]*?\bsig=[^\s\"'\\]*?(?=[:,;.]?(?:[\s\"'\\]|$))")
-
-
-def redact_signed_urls(text: str) -> str:
-    """`text` with the query of every signed (Azure SAS, `sig=`) URL removed: BuildKit names
-    the signed blob URL in its errors, and a signature is a credential until it expires."""
-    return _SAS_QUERY.sub(r"\1?<signature removed>", text)
+# Signed URLs lose their signature in ci.progress (both drivers read BuildKit through it);
+# the name stays for callers of the cache module.
+redact_signed_urls = redact
 
 
 def describe_failure(error: str) -> str:
     """BuildKit's cache error in words, with the original text: why the cache failed."""
     # Signed blob URLs carry a signature in their query: never repeat it.
-    error = _SIGNED_QUERY.sub(r"\1?<signature removed>", error)
+    error = redact(error)
     first = " ".join(line.strip() for line in error.strip().splitlines()[:1])
     if is_missing_blob(error):
         digest = re.search(r"sha256:[0-9a-f]{64}", error)

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from . import cache, render
+from . import cache, progress, render
 from .errors import PipelineError
 from .model import BuildRequest, Output
 from .pipeline import CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result
@@ -140,10 +140,7 @@ def run_build(request: BuildRequest, root: pathlib.Path, work: pathlib.Path,
                                 stdin=subprocess.DEVNULL)
         stopped_after = _wait(proc, progress_file, export_timeout(request))
     seconds = time.monotonic() - started
-    text = progress_file.read_text(errors="replace")
-    if text != (redacted := cache.redact_signed_urls(text)):  # the log is kept: no signed URL in it
-        progress_file.write_text(redacted)
-        text = redacted
+    text = progress.redact_file(progress_file)  # the log is kept: no signed URL's signature in it
     try:
         with progress_file.open() as stream:
             log = parse_stream(stream)

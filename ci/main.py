@@ -19,12 +19,12 @@ import anyio
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
-from . import __version__, cache, debug, gitinfo, pins, render, report, tags
+from . import __version__, cache, debug, gitinfo, pins, progress, render, report, tags
 from .config import ProjectConfig, from_pyproject_text
 from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
 from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result, plan
-from .progress import BuildLog, parse_text
+from .progress import BuildLog
 
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
 # files then decide what reaches BuildKit). .git stays: HEAD gives the default SHA, explain
@@ -153,16 +153,9 @@ def with_buildctl(ctr: dagger.Container, request: BuildRequest) -> dagger.Contai
                          redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
 
 
-def read_progress(text: str) -> tuple[BuildLog, str]:
-    """BuildKit's progress as a log, and the last lines buildctl wrote that are not progress
-    (its own error, e.g. `failed to dial`). A build that failed before printing any progress
-    gives an empty log: the caller reports the tail as that image's error."""
-    try:
-        log = parse_text(text)
-    except ValueError:
-        log = BuildLog(steps=(), bookkeeping=())
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("{")]
-    return log, "; ".join(lines[-3:])[-600:]
+# BuildKit's progress as a log and buildctl's last words, signed URLs' signatures removed: the
+# same reader the local driver uses (ci.progress), so no report or summary repeats a signature.
+read_progress = progress.read
 
 
 def explain_container(source: dagger.Directory, module_source: dagger.Directory, base: str, head: str,
@@ -655,7 +648,7 @@ async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Cre
     try:
         result = await _push_and_tag(image_plan, request, source, creds, builder, registry, module_source, call_id)
     except dagger.QueryError as err:
-        first = (str(err).strip().splitlines() or ["the engine gave no reason"])[0]
+        first = (progress.redact(str(err)).strip().splitlines() or ["the engine gave no reason"])[0]
         result = ImageResult(name=name, error=f"build of {name} failed: {first[:400]}")
     result.duration = time.monotonic() - started
     return result
@@ -727,7 +720,7 @@ async def _check_build(ctr: dagger.Container, what: str) -> BuildLog:
 
 
 def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in progress.redact(text).strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 

@@ -16,6 +16,7 @@ import base64
 import dataclasses
 import datetime as dt
 import json
+import pathlib
 import re
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, Literal
@@ -29,6 +30,28 @@ _LABEL = re.compile(r"^\[(?:(?P<platform>[^\]\s/]+/[^\]\s]+) )?(?:(?P<stage>[^\]
 _PLAIN_LINE = re.compile(r"^#(?P<id>\d+) (?P<rest>.*)$")
 _PLAIN_DONE = re.compile(r"^DONE (?P<secs>[0-9.]+)s$")
 _CHUNK = 1 << 16
+
+# Signed URLs (Azure SAS: GitHub's cache blobs, Azurite's): BuildKit names them in its errors, and a
+# signature is a credential until it expires. A URL's query runs to white space, a quote or a
+# backslash (a JSON escape: `\n`), except Go's escaped `&`/`=` (`\u0026`, `\u003d`) inside it.
+_URL_QUERY = re.compile(r"""(?P<base>https?://[^\s?#"'\\<>]+)\?(?P<query>(?:\\u00(?:26|3[dD])|[^\s"'\\<>])*)""")
+_SIGNED_PARAM = re.compile(r"(?:^|&)(?:sig|se|sv)=", re.I)
+# Hosts whose every query is a signature: Azure blob storage, Azurite (`127.0.0.1:PORT/devstoreaccount1`).
+_SIGNED_HOST = re.compile(r"^https?://(?:[^/]*\.blob\.core\.windows\.net(?::\d+)?/|[^/]+/devstoreaccount1(?:/|$))", re.I)
+
+
+def redact(text: str) -> str:
+    """`text` with the query of every signed URL replaced by `<signature removed>`: one with a
+    `sig`, `se` or `sv` parameter, and any on an Azure blob host or Azurite. Other queries stay.
+    The one redaction both drivers apply to what they read from BuildKit."""
+    def one(m: re.Match[str]) -> str:
+        query = m["query"].rstrip(":,;.")
+        trailer = m["query"][len(query):]
+        plain = query.replace("\\u0026", "&").replace("\\u003d", "=").replace("\\u003D", "=")
+        if _SIGNED_PARAM.search(plain) or _SIGNED_HOST.match(m["base"]):
+            return f"{m['base']}?<signature removed>{trailer}"
+        return m[0]
+    return _URL_QUERY.sub(one, text) if "?" in text else text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,11 +175,14 @@ class _Collector:
             duration = record.get("duration")
             if duration is None and started is not None and completed is not None:
                 duration = max(0.0, completed - started)
-            step = Step(name=name, cached=bool(record.get("cached")), duration=duration,
-                        error=record.get("error"), started=started, rerun_because=record.get("rerun_because"))
+            error, rerun = record.get("error"), record.get("rerun_because")
+            step = Step(name=redact(name), cached=bool(record.get("cached")), duration=duration,
+                        error=redact(error) if error else None, started=started,
+                        rerun_because=redact(rerun) if rerun else None)
             (steps if step.is_dockerfile_step else bookkeeping).append(step)
         steps.sort(key=_step_order)
-        return BuildLog(steps=_merge_same_label(steps), bookkeeping=tuple(bookkeeping), warnings=tuple(self.warnings))
+        return BuildLog(steps=_merge_same_label(steps), bookkeeping=tuple(bookkeeping),
+                        warnings=tuple(redact(w) for w in self.warnings))
 
 
 def _merge_same_label(steps: list[Step]) -> tuple[Step, ...]:
@@ -234,12 +260,12 @@ def _json_values(chunks: Iterable[str], trailer: list[str]) -> Iterator[Any]:
             try:
                 value, stop = decoder.raw_decode(buffer, pos)
             except json.JSONDecodeError:
-                raise ValueError(f"malformed rawjson progress near: {buffer[pos:pos + 80]!r}") from None
+                raise ValueError(f"malformed rawjson progress near: {redact(buffer[pos:pos + 80])!r}") from None
             yield value
             pos = stop
         buffer = "" if in_trailer else buffer[pos:]
     if buffer.strip():
-        raise ValueError(f"truncated rawjson progress near: {buffer[:80]!r}")
+        raise ValueError(f"truncated rawjson progress near: {redact(buffer[:80])!r}")
 
 
 def _restart_if_rerun(collector: _Collector, vertex: dict[str, Any]) -> None:
@@ -333,6 +359,28 @@ def parse_text(text: str, fmt: Format | None = None) -> BuildLog:
     import io
 
     return parse_stream(io.StringIO(text), fmt)
+
+
+def read(text: str) -> tuple[BuildLog, str]:
+    """A build's captured stderr (progress, then the client's own error lines) as its log, and
+    the last lines that are not progress (buildctl's own error, e.g. `failed to dial`), both
+    without signatures. A build that failed before printing any progress gives an empty log:
+    the caller reports the tail as that image's error."""
+    text = redact(text)
+    try:
+        log = parse_text(text)
+    except ValueError:
+        log = BuildLog(steps=(), bookkeeping=())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("{")]
+    return log, "; ".join(lines[-3:])[-600:]
+
+
+def redact_file(path: pathlib.Path) -> str:
+    """A kept progress log, rewritten without signatures when it had any; returns its text."""
+    text = path.read_text(errors="replace")
+    if text != (redacted := redact(text)):
+        path.write_text(redacted)
+    return redacted
 
 
 def _prepend(first: str, rest: Iterator[str]) -> Iterator[str]:
