@@ -196,3 +196,14 @@ def test_ci_runs_the_engine_tests_and_a_smoke_build_that_fails_on_a_failed_image
     build = next(s for s in smoke if "build-and-push" in s.get("with", {}).get("args", ""))
     assert "--latest=false" not in build["with"]["args"] and "artifacts export --path=out" in build["with"]["args"]
     assert any('test "$(cat out/exit-code)" = 0' in s.get("run", "") for s in smoke)  # the build's verdict, not the summary
+
+
+@pytest.mark.parametrize("tag", ["x\nregistry=evil.example/x", "a" * 40 + "\nregistry=evil.example/x", "A" * 40, "a" * 39, "a" * 41,
+                                 "", "a" * 40 + " ", "$(touch pwned)"])
+def test_a_dispatch_tag_that_is_not_a_commit_sha_fails_the_step_and_writes_no_output(tag: str, tmp_path: pathlib.Path) -> None:
+    """Issue 22 item 4: `inputs.tag` reaches $GITHUB_OUTPUT; a newline in it would add an output
+    (`registry=evil.example/x`, which the deploy jobs pull from with the pull token)."""
+    step = step_named(load("deploy.yml")["jobs"]["prepare"], "Registry and commit")
+    code, output = run_step(step, {"OWNER": "Dimby-Org", "COMMIT": tag}, tmp_path)
+    assert code != 0 and output == ""
+    assert not (tmp_path / "pwned").exists()
