@@ -5,12 +5,20 @@ Moving a tag is a manifest copy: the manifest stored under the SHA tag is PUT ag
 Basic and Bearer (token service) authentication are supported. Plain HTTP or HTTPS is
 `tags.plain_http`'s decision (loopback hosts, and registries marked `insecure`), the same one
 the pipeline's push makes.
+
+Credentials go only where they belong: a redirect that leaves the origin (scheme, host, port)
+of the request carries no Authorization (urllib would copy it), and a Bearer challenge's realm
+gets the Basic credentials only over HTTPS, or over plain HTTP when the registry itself is
+spoken to over plain HTTP and the realm is on a host tags.plain_http allows. Whatever the
+registry or the token service answers, a failure is one PipelineError line.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import http.client
 import json
 import re
 import urllib.error
@@ -22,6 +30,7 @@ from typing import Any
 from .errors import PipelineError
 from .tags import plain_http
 
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$|^sha512:[0-9a-f]{128}$")
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.oci.image.manifest.v1+json",
@@ -32,6 +41,36 @@ MANIFEST_TYPES = ", ".join([
 
 class RegistryAuthError(PipelineError):
     """The registry refused the credentials."""
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        port = -1
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+class _AuthStaysInOrigin(urllib.request.HTTPRedirectHandler):
+    """Follows redirects; the Authorization header (kept unredirected) goes along only while
+    the redirect stays in the origin it was meant for."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any,
+                         newurl: str) -> urllib.request.Request | None:
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        auth = req.unredirected_hdrs.get("Authorization")
+        if new is not None and auth and _origin(new.full_url) == _origin(req.full_url):
+            new.add_unredirected_header("Authorization", auth)
+        return new
+
+
+_OPENER = urllib.request.build_opener(_AuthStaysInOrigin)
+
+
+def _line(text: str, limit: int = 300) -> str:
+    """Text from the other side as one printable line."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:limit]
 
 
 @dataclasses.dataclass
@@ -54,43 +93,76 @@ class Registry:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
-    def _fetch_token(self, challenge: str) -> None:
+    def _realm(self, challenge: str) -> tuple[str, dict[str, str]]:
+        """The token service's URL and parameters, if credentials may be sent there."""
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.pop("realm", None)
         if not realm:
-            raise PipelineError(f"registry {self.host}: bearer challenge without realm")
-        request = urllib.request.Request(realm + "?" + urllib.parse.urlencode(params))
-        if basic := self._basic():
-            request.add_header("Authorization", basic)
+            raise RegistryAuthError(f"registry {self.host}: bearer challenge without realm")
+        parts = urllib.parse.urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c in realm for c in " \t\r\n\\"):
+            raise RegistryAuthError(f"registry {self.host}: the token realm {_line(realm, 120)!r} is not an http(s) URL")
+        if parts.scheme == "http":
+            plain_registry = self.base.startswith("http://")
+            realm_host = parts.netloc.rpartition("@")[2]
+            if not plain_registry or not (realm_host == self.host or plain_http(realm_host)):
+                raise RegistryAuthError(f"registry {self.host}: refusing to send credentials to the plain-HTTP token realm "
+                                        f"{_line(realm, 120)!r} (only HTTPS, or plain HTTP for a registry spoken to over plain HTTP)")
+        return realm, params
+
+    def _open(self, request: urllib.request.Request) -> tuple[int, dict[str, str], bytes]:
+        """One request; transport failures as PipelineError (HTTPError passes for the caller)."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                body = json.load(response)
+            with _OPENER.open(request, timeout=self.timeout) as response:
+                return response.status, dict(response.headers.items()), response.read()
+        except urllib.error.HTTPError:
+            raise
+        except urllib.error.URLError as err:
+            raise PipelineError(f"registry {self.host} is unreachable: {_line(str(err.reason))}") from None
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            raise PipelineError(f"registry {self.host}: {request.get_method()} failed: {_line(str(err)) or type(err).__name__}") from None
+
+    def _fetch_token(self, challenge: str) -> None:
+        realm, params = self._realm(challenge)
+        request = urllib.request.Request(realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params))
+        if basic := self._basic():
+            request.add_unredirected_header("Authorization", basic)
+        try:
+            _, _, raw = self._open(request)
         except urllib.error.HTTPError as err:
             raise RegistryAuthError(f"registry {self.host} refused the credentials (token service HTTP {err.code})") from None
-        self._token = body.get("token") or body.get("access_token")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token or not all(33 <= ord(c) < 127 for c in token):
+            raise RegistryAuthError(f"registry {self.host}: the token service answered no usable token")
+        self._token = token
 
     def _call(self, method: str, path: str, body: bytes | None = None,
               headers: dict[str, str] | None = None, retry: bool = True) -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
+        # Unredirected: _AuthStaysInOrigin passes it on only within the registry's origin.
         if self._token:
-            request.add_header("Authorization", f"Bearer {self._token}")
+            request.add_unredirected_header("Authorization", f"Bearer {self._token}")
         elif basic := self._basic():
-            request.add_header("Authorization", basic)
+            request.add_unredirected_header("Authorization", basic)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
-                return response.status, dict(response.headers.items()), response.read()
+            return self._open(request)
         except urllib.error.HTTPError as err:
-            challenge = err.headers.get("WWW-Authenticate", "")
+            challenge = (err.headers.get("WWW-Authenticate", "") if err.headers is not None else "") or ""
             if err.code == 401 and retry and challenge.lower().startswith("bearer"):
                 self._fetch_token(challenge)
                 return self._call(method, path, body, headers, retry=False)
             if err.code == 401:
                 who = f"user {self.username!r}" if self.username else "anonymous access"
                 raise RegistryAuthError(f"registry {self.host} refused {who} (HTTP 401)") from None
-            detail = err.read()[:300].decode("utf-8", "replace")
+            try:
+                detail = _line(err.read()[:300].decode("utf-8", "replace"))
+            except (OSError, http.client.HTTPException):
+                detail = ""
             raise PipelineError(f"registry {self.host}: {method} {path} answered HTTP {err.code}: {detail}") from None
-        except urllib.error.URLError as err:
-            raise PipelineError(f"registry {self.host} is unreachable: {err.reason}") from None
 
     def check_auth(self) -> None:
         """Raise RegistryAuthError now rather than after a long build."""
@@ -100,9 +172,22 @@ class Registry:
         """(body, media type, digest) of a tag or digest."""
         _, headers, body = self._call("GET", f"/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES})
         lowered = {k.lower(): v for k, v in headers.items()}
-        media_type = lowered.get("content-type") or json.loads(body).get("mediaType", "")
-        digest = lowered.get("docker-content-digest", "")
-        return body, media_type, digest
+        media_type = lowered.get("content-type") or str(self._json(body, f"manifest {repository}:{reference}", dict).get("mediaType", ""))
+        # Without the header the digest is the manifest's own (the bytes as stored).
+        digest = lowered.get("docker-content-digest") or "sha256:" + hashlib.sha256(body).hexdigest()
+        if not _DIGEST.match(digest):
+            raise PipelineError(f"registry {self.host}: manifest {repository}:{reference} came without a valid "
+                                f"Docker-Content-Digest (got {_line(digest, 100)!r})")
+        return body, _line(media_type, 200), digest
+
+    def _json(self, body: bytes, what: str, kind: type[Any]) -> Any:
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = None
+        if not isinstance(value, kind):
+            raise PipelineError(f"registry {self.host}: {what} is not a JSON {kind.__name__}")
+        return value
 
     def digest(self, repository: str, reference: str) -> str:
         return self.get_manifest(repository, reference)[2]
@@ -113,7 +198,8 @@ class Registry:
         _, headers, _ = self._call("PUT", f"/{repository}/manifests/{tag}", body=body,
                                    headers={"Content-Type": media_type})
         lowered = {k.lower(): v for k, v in headers.items()}
-        return lowered.get("docker-content-digest", digest)
+        answered = lowered.get("docker-content-digest", digest)
+        return answered if _DIGEST.match(answered) else digest
 
     def move_tag(self, repository: str, digest: str, tag: str) -> None:
         """Point `tag` at `digest` and read it back; raise PipelineError if it resolves elsewhere."""
@@ -138,5 +224,8 @@ class Registry:
 
     def tags(self, repository: str) -> list[str]:
         _, _, body = self._call("GET", f"/{repository}/tags/list")
-        data: dict[str, Any] = json.loads(body)
-        return sorted(data.get("tags") or [])
+        data: dict[str, Any] = self._json(body, f"the tag list of {repository}", dict)
+        tags = data.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise PipelineError(f"registry {self.host}: the tag list of {repository} is not a list of names")
+        return sorted(tags)
