@@ -80,3 +80,83 @@ def test_arg_of_the_parent_stage_via_build_arg(tmp_path: pathlib.Path) -> None:
 def test_single_stage_label_prefix_follows_dispatch_states(text: str, prefix: str) -> None:
     dockerfile = parse(text)
     assert dockerfile.label_prefix(dockerfile.stages[0]) == prefix
+
+
+FROM_STAGE = """\
+FROM debian:bookworm AS build
+COPY src.txt /src.txt
+RUN cut -c1 /src.txt > /out.txt
+
+FROM debian:bookworm AS final
+RUN echo final
+COPY --from=build /out.txt /out.txt
+RUN cat /out.txt
+"""
+
+
+def test_copy_from_a_rebuilt_stage_is_content_decided(tmp_path: pathlib.Path) -> None:
+    files = {"Dockerfile": FROM_STAGE, "src.txt": "abc\n"}
+    result = compare("t", BuildInput(DirSnapshot(_write(tmp_path / "b", files)), "Dockerfile", "."),
+                     BuildInput(DirSnapshot(_write(tmp_path / "h", {**files, "src.txt": "axy\n"})), "Dockerfile", "."))
+    steps = {s.label: s for s in result.steps}
+    assert (steps["build 2/3"].status, steps["build 2/3"].content_decided) == ("miss", False)
+    assert (steps["build 3/3"].status, steps["build 3/3"].content_decided) == ("miss", False)
+    assert steps["final 2/4"].status == "hit"
+    copy = steps["final 3/4"]
+    assert copy.status == "miss" and copy.content_decided and "content-decided" in (copy.reason or "")
+    assert steps["final 4/4"].content_decided  # only follows the content-decided copy
+    assert copy.to_dict()["content_decided"] is True
+
+
+def test_copy_from_a_rebuilt_stage_after_a_certain_miss_is_not_content_decided(tmp_path: pathlib.Path) -> None:
+    files = {"Dockerfile": FROM_STAGE, "src.txt": "abc\n"}
+    head = {"Dockerfile": FROM_STAGE.replace("echo final", "echo final!"), "src.txt": "axy\n"}
+    result = compare("t", BuildInput(DirSnapshot(_write(tmp_path / "b", files)), "Dockerfile", "."),
+                     BuildInput(DirSnapshot(_write(tmp_path / "h", head)), "Dockerfile", "."))
+    assert [s.content_decided for s in result.steps if s.label.startswith("final")] == [False] * 3
+
+
+SHARED_STEP = """\
+FROM debian:bookworm AS build
+RUN echo same > /same
+COPY src.txt /src.txt
+
+FROM debian:bookworm AS final
+RUN echo same > /same
+COPY --from=build /src.txt /src.txt
+"""
+
+
+def test_a_shared_vertex_shows_the_label_marshalled_last(tmp_path: pathlib.Path) -> None:
+    """llb's marshal visits a copy's destination chain (final's RUN) before its source (build's
+    RUN): build's name is written last, so BuildKit shows `build 2/3` (seen for real)."""
+    files = {"Dockerfile": SHARED_STEP, "src.txt": "s\n"}
+    labels = {s.label for s in compare("t", BuildInput(DirSnapshot(_write(tmp_path / "b", files)), "Dockerfile", "."),
+                                       BuildInput(DirSnapshot(_write(tmp_path / "h", files)), "Dockerfile", ".")).steps}
+    assert "build 2/3" in labels and "final 2/3" not in labels
+    # copying from a later stage's twin: the source is visited last, here the later stage
+    later = SHARED_STEP.replace("COPY --from=build /src.txt /src.txt", "COPY src.txt /other.txt").replace(
+        "FROM debian:bookworm AS build\nRUN echo same > /same\nCOPY src.txt /src.txt\n\n", "") + (
+        "\nFROM debian:bookworm AS last\nRUN echo same > /same\nCOPY --from=final /other.txt /o\n")
+    files = {"Dockerfile": later, "src.txt": "s\n"}
+    labels = {s.label for s in compare("t", BuildInput(DirSnapshot(_write(tmp_path / "b2", files)), "Dockerfile", "."),
+                                       BuildInput(DirSnapshot(_write(tmp_path / "h2", files)), "Dockerfile", ".")).steps}
+    assert "final 2/3" in labels and "last 2/3" not in labels
+
+
+CACHE = "FROM debian:bookworm\nRUN --mount=type=cache,target=/root/.cache{opts} echo hi\n"
+
+
+@pytest.mark.parametrize(("before", "after", "status"), [
+    (",id=a", ",id=b", "hit"),  # explicit ids are cleared from the key
+    (",id=a", ",id=a,sharing=locked", "hit"),
+    ("", ",sharing=locked", "miss"),  # default id and sharing count until one of them changes
+    ("", ",id=/root/.cache", "hit"),  # the default id spelled out
+    ("", ",id=x", "miss"),
+    (",sharing=private", ",sharing=locked", "hit"),
+    ("", ",mode=0700", "miss"),
+])
+def test_cache_mount_id_and_sharing_as_buildkit_keys_them(before: str, after: str, status: str, tmp_path: pathlib.Path) -> None:
+    result = _explain(tmp_path, {"Dockerfile": CACHE.format(opts=before)},
+                      {"Dockerfile": CACHE.format(opts=after)})
+    assert result["stage-0 2/2"][0] == status

@@ -61,6 +61,9 @@ class ModelStep:
     files: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
     file_stage: str | None = None  # COPY --from / RUN --mount from: the stage it reads
     from_stage: str | None = None  # the stage this stage is built FROM (first step only)
+    # The LLB inputs of this vertex in BuildKit's marshal order (the chain it builds on, then
+    # the stages it copies or mounts from): decides which label a shared vertex shows.
+    inputs: list[ModelStep] = dataclasses.field(default_factory=list, repr=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,10 +73,16 @@ class StepPrediction:
     status: Status
     reason: str | None
     changed_files: tuple[str, ...] = ()
+    # BuildKit decides this step by the bytes a rebuilt stage produced (`COPY --from`, `RUN
+    # --mount=from=` are keyed by the content they read), which explain cannot know before the
+    # build: "miss" then means "misses unless the rebuilt files are byte-identical". Steps that
+    # only follow such a step are content-decided too.
+    content_decided: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "instruction": self.instruction, "status": self.status,
-                "reason": self.reason, "changed_files": list(self.changed_files)}
+        out = {"label": self.label, "instruction": self.instruction, "status": self.status,
+               "reason": self.reason, "changed_files": list(self.changed_files)}
+        return {**out, "content_decided": True} if self.content_decided else out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +182,7 @@ class _State:
     # ARGs with a value: BuildKit adds each to the stage's LLB state as environment
     # (dispatchArg: d.state.AddEnv), so a child stage (FROM <stage>) inherits them with the state.
     args: dict[str, str] = dataclasses.field(default_factory=dict)
+    last: ModelStep | None = None  # the chain's last vertex (None: scratch)
     user: str = ""
     workdir: str = "/"
     shell: list[str] = dataclasses.field(default_factory=lambda: ["/bin/sh", "-c"])
@@ -249,12 +259,40 @@ def model(build: BuildInput, context: _Context | None = None) -> list[ModelStep]
     epoch = build.build_args.get("SOURCE_DATE_EPOCH", resolved.declared_globals.get("SOURCE_DATE_EPOCH"))
     finals: dict[int, _State] = {}
     steps: list[ModelStep] = []
-    for stage in resolved.needed(build.target):
+    needed = resolved.needed(build.target)
+    for stage in needed:
         steps += _stage_steps(stage, resolved, build, context, finals, epoch)
-    # Identical steps in two stages (same parent, same inputs) are one vertex in BuildKit,
-    # shown under the later stage's label: keep only that one.
-    last = {step.key: index for index, step in enumerate(steps)}
-    return [step for index, step in enumerate(steps) if last[step.key] == index]
+    # Identical steps in two stages (same parent, same inputs) are one vertex in BuildKit. Its
+    # name is the one marshalled last: llb's marshal (client/llb/state.go) walks the target's
+    # inputs depth first (a copy's destination chain before its source, an exec's mounts by
+    # target) and each vertex's metadata overwrites the earlier one of the same digest.
+    order = _marshal_order(finals[needed[-1].index].last if needed else None)
+    position = {id(step): index for index, step in enumerate(order)}
+    winner: dict[str, ModelStep] = {}
+    for index, step in enumerate(steps):
+        held = winner.get(step.key)
+        if held is None or position.get(id(step), index) >= position.get(id(held), -1):
+            winner[step.key] = step
+    return [step for step in steps if winner[step.key] is step]
+
+
+def _marshal_order(final: ModelStep | None) -> list[ModelStep]:
+    """Vertices in the order BuildKit's llb marshal writes them (post-order, inputs first)."""
+    order: list[ModelStep] = []
+    seen: set[int] = set()
+    stack: list[tuple[ModelStep, int]] = [(final, 0)] if final is not None else []
+    while stack:
+        step, next_input = stack.pop()
+        if next_input == 0:
+            if id(step) in seen:
+                continue
+            seen.add(id(step))
+        if next_input < len(step.inputs):
+            stack.append((step, next_input + 1))
+            stack.append((step.inputs[next_input], 0))
+        else:
+            order.append(step)
+    return order
 
 
 def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: _Context,
@@ -278,6 +316,11 @@ def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: 
                          keyword=ins.keyword, key=key, parts=parts, parent=parent_label, **extra)
         if parent_label is None and parent_stage is not None:
             step.from_stage = parent_stage.label_name
+        step.inputs = [state.last] if ins.keyword != "FROM" and state.last is not None else []
+        for other in _source_stages(ins, resolved.dockerfile):
+            if (source := finals[other.index].last) is not None:
+                step.inputs.append(source)
+        state.last = step
         steps.append(step)
         parent_label = label
         return step
@@ -332,6 +375,18 @@ def _stage_steps(stage: Stage, resolved: _Resolved, build: BuildInput, context: 
     return steps
 
 
+def _source_stages(ins: Instruction, dockerfile: Dockerfile) -> list[Stage]:
+    """The stages a step reads besides its own chain, in LLB input order."""
+    if ins.keyword == "COPY":
+        refs = ins.flag_values("from")
+    elif ins.keyword == "RUN":
+        mounts = sorted((mount_options(m) for m in ins.flag_values("mount")), key=lambda o: o.get("target", ""))
+        refs = [o.get("from", "") for o in mounts]
+    else:
+        return []
+    return [stage for stage in (dockerfile.stage(ref) for ref in refs if ref) if stage is not None]
+
+
 def _stage_content(ref: str, resolved: _Resolved, finals: Mapping[int, _State]) -> tuple[Any, str | None]:
     """What `--from=ref` reads: a stage's result (and its name), or an image."""
     other = resolved.dockerfile.stage(ref)
@@ -356,12 +411,25 @@ def _run_parts(ins: Instruction, state: _State, args: Mapping[str, str], variabl
                 mounted = context.select(options.get("source", "."))
                 entry["content"] = _hash(mounted)
                 files.update(mounted)
+        elif options.get("type") == "cache":
+            entry = _cache_mount_key(entry)
         mounts.append(entry)
     parts = {"cmd": _run_command(ins, state),
              "flags": sorted((k, v) for k, v in ins.flags if k != "mount"), "mounts": mounts,
              "env": sorted(state.env.items()), "args": sorted(args.items()), "user": state.user,
              "workdir": state.workdir, "shell": state.shell}
     return parts, files, file_stage
+
+
+def _cache_mount_key(options: dict[str, Any]) -> dict[str, Any]:
+    """A cache mount as BuildKit keys it (solver/llbsolver/ops/exec.go checkShouldClearCacheOpts,
+    v0.25): the id and sharing mode count only while both are the defaults (id = the cleaned
+    target, sharing=shared); any other id or sharing clears both from the key."""
+    target = posixpath.normpath(options.get("target", "") or ".")
+    default = options.get("id", target) in (target, "") and options.get("sharing", "shared") in ("shared", "")
+    key = {k: v for k, v in options.items() if k not in ("id", "sharing")}
+    key["cache"] = {"id": target, "sharing": "shared"} if default else "cleared"
+    return key
 
 
 def _run_command(ins: Instruction, state: _State) -> Any:
@@ -469,8 +537,8 @@ def _reason(head: ModelStep, base: ModelStep | None, base_steps: Mapping[str, Mo
     if head.file_stage and head.parts != base.parts:
         culprit = next((label for label, s in base_steps.items() if s.stage == head.file_stage and misses.get(label)), None)
         hint = f" (its step {culprit} missed)" if culprit else ""
-        return (f"copies from stage {head.file_stage}, which was rebuilt{hint}; BuildKit keys this copy by content, "
-                "so it still hits if the rebuilt files are byte-identical"), []
+        return (f"copies from stage {head.file_stage}, which was rebuilt{hint}; content-decided: BuildKit keys this copy by "
+                "content, so it still hits if the rebuilt files are byte-identical"), []
     if head.parts != base.parts:
         return "step inputs changed", []
     if head.parent is None and head.from_stage:
@@ -494,14 +562,26 @@ def compare(name: str, base: BuildInput, head: BuildInput) -> ImagePrediction:
     prefix = normalise(head.context) + "/" if normalise(head.context) else ""
     predictions = []
     misses: dict[str, bool] = {}
+    decided: dict[str, bool] = {}  # label -> content-decided
+    last_of_stage: dict[str, str] = {}
     for step in head_steps:
         hit = step.key in base_keys
         misses[step.label] = not hit
         if hit:
             predictions.append(StepPrediction(step.label, step.instruction, "hit", None))
+            last_of_stage[step.stage] = step.label
             continue
         counterpart = by_position.get((step.stage, step.position)) or next(
             (b for b in base_steps if b.stage == step.stage and b.instruction == step.instruction), None)
         reason, changed = _reason(step, counterpart, by_label, misses, ignored_in_base, prefix)
-        predictions.append(StepPrediction(step.label, step.instruction, "miss", reason, tuple(changed)))
+        parent_settled = step.parent is None or not misses.get(step.parent, False) or decided.get(step.parent, False)
+        if step.parent is None and step.from_stage:
+            parent_settled = decided.get(last_of_stage.get(step.from_stage, ""), False) or not misses.get(
+                last_of_stage.get(step.from_stage, ""), False)
+        content = (reason.startswith(f"copies from stage {step.file_stage},") and parent_settled) or (
+            reason.startswith("follows the miss at ") and decided.get(step.parent or "", False)) or (
+            reason.startswith("builds on stage ") and decided.get(last_of_stage.get(step.from_stage or "", ""), False))
+        decided[step.label] = content
+        last_of_stage[step.stage] = step.label
+        predictions.append(StepPrediction(step.label, step.instruction, "miss", reason, tuple(changed), content))
     return ImagePrediction(name, tuple(predictions))
