@@ -139,8 +139,8 @@ class BuildLog:
         return tuple(s for s in self.bookkeeping if s.name.startswith(prefix))
 
 
-def _timestamp(text: str | None) -> float | None:
-    if not text:
+def _timestamp(text: Any) -> float | None:
+    if not text or not isinstance(text, str):
         return None
     # BuildKit writes nanoseconds; Python parses at most microseconds.
     m = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text)
@@ -148,7 +148,10 @@ def _timestamp(text: str | None) -> float | None:
         return None
     frac = (m[2] or ".0")[:7]
     zone = "+00:00" if m[3] == "Z" else m[3]
-    return dt.datetime.fromisoformat(m[1] + frac + zone).timestamp()
+    try:
+        return dt.datetime.fromisoformat(m[1] + frac + zone).timestamp()
+    except (ValueError, OverflowError):  # month 13, year 0, ...: no time rather than no log
+        return None
 
 
 class _Collector:
@@ -282,11 +285,36 @@ def _restart_if_rerun(collector: _Collector, vertex: dict[str, Any]) -> None:
         record.pop("completed", None)
 
 
+def _vertices(status: Any) -> tuple[list[dict[str, Any]], int]:
+    """A status update's vertices with usable fields, and how many records were malformed (a
+    status or vertex that is no object, a vertex without a string digest)."""
+    if not isinstance(status, dict):
+        return [], 1
+    raw = status.get("vertexes") or []
+    raw = raw if isinstance(raw, list) else [raw]
+    good = [{k: v for k, v in item.items() if k not in ("name", "error") or isinstance(v, str)}
+            for item in raw if isinstance(item, dict) and isinstance(item.get("digest"), str)]
+    return good, len(raw) - len(good)
+
+
+def _warning_text(w: Any) -> str:
+    short = w.get("short") if isinstance(w, dict) else None
+    if isinstance(short, str) and short:
+        try:
+            return base64.b64decode(short).decode("utf-8", "replace")
+        except ValueError:
+            pass
+    return str(w)
+
+
 def _read_rawjson(chunks: Iterable[str]) -> BuildLog:
     collector = _Collector()
     trailer: list[str] = []
+    skipped = 0
     for status in _json_values(chunks, trailer):
-        for v in status.get("vertexes") or ():
+        vertices, bad = _vertices(status)
+        skipped += bad
+        for v in vertices:
             _restart_if_rerun(collector, v)
             error = v.get("error")
             if error and error == collector.vertices.get(v["digest"], {}).get("rerun_because"):
@@ -294,10 +322,11 @@ def _read_rawjson(chunks: Iterable[str]) -> BuildLog:
             collector.vertex(v["digest"], name=v.get("name"), cached=v.get("cached") or None,
                              started=_timestamp(v.get("started")),
                              completed=_timestamp(v.get("completed")), error=error)
-        for w in status.get("warnings") or ():
-            short = w.get("short")
-            text = base64.b64decode(short).decode("utf-8", "replace") if short else str(w)
-            collector.warnings.append(text.strip())
+        warnings = status.get("warnings") if isinstance(status, dict) else None
+        for w in warnings if isinstance(warnings, list) else ():
+            collector.warnings.append(_warning_text(w).strip())
+    if skipped:
+        collector.warnings.append(f"skipped {skipped} malformed progress record{'s' if skipped > 1 else ''}")
     for line in "".join(trailer).splitlines():
         if line.startswith("WARNING:"):
             collector.warnings.append(line.removeprefix("WARNING:").strip())

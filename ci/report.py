@@ -139,17 +139,25 @@ def statuses_of_log(log: BuildLog) -> dict[str, tuple[str, str]]:
     return {s.label: (s.instruction, "hit" if s.cached else "miss") for s in log.cacheable if s.label}
 
 
-def statuses_of_json(data: dict[str, Any], image: str | None = None) -> dict[str, tuple[str, str]]:
+def statuses_of_json(data: Any, image: str | None = None) -> dict[str, tuple[str, str]]:
     """From `explain --format json` or a build report (schema dimbybot2.build-report/1):
-    the first image, or the one named."""
+    the first image, or the one named. ValueError (one line) for anything else; steps that are
+    not {label, instruction, cached|status} objects are skipped."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not a build report or prediction object")
     images = data.get("images") or []
+    images = [i for i in images if isinstance(i, dict)] if isinstance(images, list) else []
     chosen = next((i for i in images if image is None or i.get("name") == image), None)
     if chosen is None:
         raise ValueError(f"no image {image!r} in {'the report' if 'schema' in data else 'the prediction'}" if image
                          else "it lists no image")
-    if data.get("schema", "").startswith("dimbybot2.build-report/"):
-        return {s["label"]: (s["instruction"], "hit" if s["cached"] else "miss") for s in chosen["steps"] if s["label"]}
-    return {s["label"]: (s["instruction"], s["status"]) for s in chosen["steps"] if not s["instruction"].startswith("FROM ")}
+    steps = chosen.get("steps")
+    steps = [s for s in steps if isinstance(s, dict) and isinstance(s.get("label"), str)
+             and isinstance(s.get("instruction"), str)] if isinstance(steps, list) else []
+    schema = data.get("schema")
+    if isinstance(schema, str) and schema.startswith("dimbybot2.build-report/"):
+        return {s["label"]: (s["instruction"], "hit" if s.get("cached") else "miss") for s in steps if s["label"]}
+    return {s["label"]: (s["instruction"], str(s.get("status"))) for s in steps if not s["instruction"].startswith("FROM ")}
 
 
 def _label_order(label: str) -> tuple[str, int]:

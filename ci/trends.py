@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import pathlib
 from collections.abc import Iterable
 from typing import Any
@@ -143,8 +144,8 @@ def _status(value: Any) -> tuple[str, str]:
 
 def _number(image: dict[str, Any], key: str, missing: list[str]) -> float:
     value = image.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        missing.append(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        missing.append(key)  # 1e999 reads as infinity: as unusable as a missing number
         return 0.0
     return float(value)
 
@@ -165,7 +166,7 @@ def _sample(raw: Any, index: int, problems: list[str]) -> ImageSample | None:
     missing: list[str] = []
     cached, total = _number(raw, "cached_steps", missing), _number(raw, "total_steps", missing)
     ratio = raw.get("hit_ratio")
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not math.isfinite(ratio):
         ratio = cached / total if total else 0.0
         missing.append("hit_ratio")
     steps = raw.get("steps")
