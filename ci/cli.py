@@ -316,7 +316,8 @@ def deploy(
     force: Annotated[bool, typer.Option(help="Deploy even when the commit is older than, or unrelated to, the one deployed.")] = False,
     repo: Annotated[pathlib.Path, typer.Option(help="Git checkout whose history orders commits.")] = pathlib.Path("."),
     environment: Annotated[str, typer.Option(help="Environment name for the report (staging, production).")] = "production",
-    smoke_track: Annotated[str, typer.Option(help="A track identifier Lavalink must be able to load (smoke test).")] = "",
+    smoke_track_env: Annotated[str, typer.Option(help="Environment variable holding a track identifier Lavalink must be able to load "
+                                                      "(smoke test; skipped when empty or not set). Never in argv.")] = "SMOKE_TRACK",
     webhook_env: Annotated[str, typer.Option(help="Environment variable holding a Discord webhook URL; posts the result when set.")] = "DISCORD_WEBHOOK_URL",
     summary_file: Annotated[pathlib.Path | None, typer.Option(help="Append the markdown report here (default: $GITHUB_STEP_SUMMARY when set).")] = None,
 ) -> None:
@@ -329,24 +330,46 @@ def deploy(
     from . import deploy as deploy_core
     from . import deploy_cli
 
-    key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
-    root = repo.resolve()
     try:
+        # Every input is checked before anything runs (ssh included): one line, exit 2.
+        for argument, name in (("--password-env", password_env), ("--ssh-key-env", ssh_key_env),
+                               ("--known-hosts-env", known_hosts_env), ("--webhook-env", webhook_env),
+                               ("--smoke-track-env", smoke_track_env)):
+            deploy_core.check_text(argument, name, 100)
+        key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
+        password = os.environ.get(password_env) if username else None
+        webhook_url = os.environ.get(webhook_env) or None
+        deploy_cli.check_secrets(key, known_hosts, password, None, webhook_url,
+                                 names={"key": f"${ssh_key_env}", "known_hosts": f"${known_hosts_env}",
+                                        "password": f"${password_env}", "webhook": f"${webhook_env}"})
         if not key.strip():
             raise InputError("--ssh-key-env", f"environment variable {ssh_key_env} is empty or not set")
         if not known_hosts.strip():
             raise InputError("--known-hosts-env", f"environment variable {known_hosts_env} is empty: host key checking is always on")
-        if compose_file is not None and not compose_file.is_file():
-            raise InputError("--compose-file", f"{compose_file} not found")
+        root = deploy_cli.check_path("--repo", repo).resolve()
+        compose_text = None
+        if compose_file is not None:
+            deploy_cli.check_path("--compose-file", compose_file)
+            try:
+                compose_text = compose_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise InputError("--compose-file", f"{compose_file} cannot be read: {getattr(err, 'strerror', None) or err}") from None
+        for value in digest or []:
+            deploy_core.check_text("--digest", value, 200)
+        smoke_track = os.environ.get(smoke_track_env, "")
+        deploy_core.check_text(f"${smoke_track_env}", smoke_track, 300, secret=True)
+        if smoke_track and not deploy_core.TRACK.match(smoke_track):
+            raise InputError(f"${smoke_track_env}", "must be one printable word without spaces (the value is not shown)")
         request = deploy_core.DeployRequest(
             host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir, username=username,
             timeout=timeout, lock_wait=lock_wait, project=project, commit=commit, force=force, environment=environment,
             smoke_track=smoke_track, pins=deploy_core.parse_pins(digest or [], deploy_cli.repositories(root)))
         summary_env = os.environ.get("GITHUB_STEP_SUMMARY")
         summary = summary_file or (pathlib.Path(summary_env) if summary_env else None)
-        outcome = deploy_cli.execute(request, key, known_hosts, os.environ.get(password_env) if username else None,
-                                     compose_file.read_text() if compose_file else None, root,
-                                     webhook_url=os.environ.get(webhook_env) or None, summary_path=summary, on_log=say)
+        if summary is not None:  # before any effect: a report that cannot be written is bad input
+            deploy_cli.check_output_file("--summary-file" if summary_file else "$GITHUB_STEP_SUMMARY", summary)
+        outcome = deploy_cli.execute(request, key, known_hosts, password, compose_text, root,
+                                     webhook_url=webhook_url, summary_path=summary, on_log=say)
     except InputError as error:
         fail_input(error)
     for warning in outcome.warnings:
@@ -374,12 +397,17 @@ def deploy_status(
 
     from . import deploy as deploy_core
 
-    key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
     try:
+        for argument, name in (("--ssh-key-env", ssh_key_env), ("--known-hosts-env", known_hosts_env)):
+            deploy_core.check_text(argument, name, 100)
+        key, known_hosts = os.environ.get(ssh_key_env, ""), os.environ.get(known_hosts_env, "")
+        deploy_core.check_secret_text(f"${ssh_key_env}", key)
+        deploy_core.check_secret_text(f"${known_hosts_env}", known_hosts)
         if not key.strip():
             raise InputError("--ssh-key-env", f"environment variable {ssh_key_env} is empty or not set")
         if not known_hosts.strip():
             raise InputError("--known-hosts-env", f"environment variable {known_hosts_env} is empty: host key checking is always on")
+        deploy_core.check_text("--job", job, 64)
         if job and not re.match(r"^[A-Za-z0-9._-]{1,64}$", job):
             raise InputError("--job", f"{job!r} is not a job id")
         request = deploy_core.DeployRequest(host=host, user=user, port=port, tag="status", registry="localhost", remote_dir=remote_dir)
@@ -400,9 +428,13 @@ def deploy_status(
         say(f"error: lost contact with {host}: {lost}")
         raise typer.Exit(4)
     typer.echo(f"job: {target}")
-    report, services = deploy_core.parse_report(final.stdout)
-    typer.echo(deploy_core.DeployResult(final.code, report, services, []).summary())
-    raise typer.Exit(final.code if final.code in range(5) else 4)
+    report, services = deploy_core.parse_report(final.report or [])
+    code = final.code if final.code in range(5) else 4
+    if "result" not in report:
+        report = {"result": "unknown", "reason": deploy_core.last_line(final.stderr) or "the host sent no framed report"}
+        code = 4
+    typer.echo(deploy_core.DeployResult(code, report, services, []).summary())
+    raise typer.Exit(code)
 
 
 @app.command("verify-determinism")

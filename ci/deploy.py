@@ -16,6 +16,7 @@ deploy stopped); 2 refused, nothing changed; 3 the rollback failed too (a person
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import pathlib
@@ -28,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import IO
 
 from . import deploy_order, tags
 from .errors import InputError
@@ -36,14 +38,23 @@ _HERE = pathlib.Path(__file__).resolve().parent
 # The repository's deploy/remote-deploy.sh; an installed wheel carries a copy next to this file.
 SCRIPT = next((p for p in (_HERE.parent / "deploy" / "remote-deploy.sh", _HERE / "remote-deploy.sh") if p.is_file()),
               _HERE.parent / "deploy" / "remote-deploy.sh")
-_HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])$")
+# Host name labels never start or end with '-': a value such as `--help` or `-x` is no host.
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                   r"|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _PIN_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ENVIRONMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_TRACK = re.compile(r"^[\x21-\x7e]{1,300}$")
+TRACK = re.compile(r"^[\x21-\x7e]{1,300}$")
+# A registry user name: printable ASCII without spaces or ':' (it becomes `user:password` auth).
+_REGISTRY_USER = re.compile(r"^[\x21-\x39\x3b-\x7e]{1,256}$")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The longest value each request field takes (a 120k-character value is refused, not a traceback).
+_LIMITS = {"host": ("--host", 253), "user": ("--user", 32), "tag": ("--tag", 128), "registry": ("--registry", 255),
+           "remote_dir": ("--remote-dir", 1024), "username": ("--username", 256), "project": ("--project", 64),
+           "commit": ("--commit", 40), "environment": ("--environment", 64), "smoke_track": ("--smoke-track", 300)}
 
 DEPLOYED, FAILED, REFUSED, ROLLBACK_FAILED, UNKNOWN = 0, 1, 2, 3, 4
 # ssh's exit 255 with one of these means the session never started: nothing ran remotely.
@@ -103,6 +114,8 @@ class DeployRequest:
     smoke_track: str = ""
 
     def __post_init__(self) -> None:
+        for field, (argument, limit) in _LIMITS.items():
+            check_text(argument, getattr(self, field), limit)
         if not _HOST.match(self.host):
             raise InputError("--host", f"{self.host!r} is not a host name or address")
         if not _USER.match(self.user):
@@ -125,8 +138,10 @@ class DeployRequest:
             tags.validate_sha(self.commit, "--commit")
         if not _ENVIRONMENT.match(self.environment):
             raise InputError("--environment", f"{self.environment!r} is not an environment name")
-        if self.smoke_track and not _TRACK.match(self.smoke_track):
+        if self.smoke_track and not TRACK.match(self.smoke_track):
             raise InputError("--smoke-track", "must be one printable word without spaces")
+        if self.username and not _REGISTRY_USER.match(self.username):
+            raise InputError("--username", "must be printable ASCII without spaces or ':'")
 
     @property
     def deployed_commit(self) -> str:
@@ -137,6 +152,33 @@ class DeployRequest:
     def budget(self) -> float:
         """Seconds the host may need: lock wait, pull, roll-out and rollback, plus slack."""
         return self.lock_wait + self.pull_timeout + 2 * self.timeout + 300
+
+
+def check_text(argument: str, value: str, limit: int, secret: bool = False) -> str:
+    """One line of valid UTF-8, at most `limit` characters, or InputError naming `argument`.
+
+    The value itself is never quoted (it may be a secret, or 120,000 characters long).
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(argument, "is not valid UTF-8") from None
+    if len(value) > limit:
+        raise InputError(argument, f"is too long ({len(value)} characters, at most {limit})")
+    if _CONTROL_CHARS.search(value):
+        raise InputError(argument, "contains control characters (CR, LF, NUL, ...)" + (" (the value is not shown)" if secret else ""))
+    return value
+
+
+def check_secret_text(argument: str, value: str, limit: int = 64 * 1024) -> str:
+    """A multi-line secret (an SSH key, known_hosts lines): valid UTF-8, at most `limit` characters."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(argument, "is not valid UTF-8 (the value is not shown)") from None
+    if len(value) > limit:
+        raise InputError(argument, f"is too long ({len(value)} characters, at most {limit})")
+    return value
 
 
 def normalise_key(text: str) -> str:
@@ -160,8 +202,12 @@ class HostState:
     last_result: str
 
     @classmethod
-    def parse(cls, output: str) -> HostState:
-        fields = dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
+    def parse(cls, lines: Iterable[str]) -> HostState:
+        fields: dict[str, str] = {}
+        for line in lines:
+            key, sep, value = line.partition(": ")
+            if sep:
+                fields.setdefault(key, clean(value, 1000))
         return cls(fields.get("deployed tag", "none"), fields.get("deployed commit", "none"),
                    fields.get("deployed pins", ""), fields.get("last job", "none"), fields.get("last job result", ""))
 
@@ -199,8 +245,37 @@ class DeployResult:
 
 _REPORT_KEYS = ("old tag", "new tag", "rolled back", "result", "reason", "stale", "exit")
 
+# What the host sends is untrusted text: a container's output reaches the job log, the job log
+# reaches this client, and this client prints it to a terminal or a CI log.
+HOST_PREFIX = "host| "
+MAX_LINE = 4000  # bytes of one host line kept (the rest of a longer line is dropped)
+MAX_LOG_LINES = 5000  # job log lines kept in memory (the newest)
+MAX_OTHER_LINES = 500  # other stdout lines kept (the newest)
+MAX_REPORT_LINES = 200  # lines of the final status block
+MAX_STDERR = 64 * 1024  # bytes of ssh's stderr kept (the newest)
+# Terminal escape sequences (CSI, OSC, DCS/PM/APC strings, two-byte ESC codes, 8-bit CSI).
+_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[PX^_][^\x1b]*(?:\x1b\\)?|[ -~]?)"
+                     r"|\x9b[0-?]*[ -/]*[@-~]?")
+# Other control characters, and the invisible ones that reorder or hide text (bidi overrides).
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def clean(text: str, limit: int = MAX_LINE) -> str:
+    """Host text made inert for a terminal and a CI log: no escape sequences, no control characters
+    (each becomes a space), no `##[` (GitHub's old workflow-command syntax works anywhere in a line),
+    at most `limit` characters."""
+    text = _UNSAFE.sub(" ", _ESCAPE.sub("", text).replace("\t", " ")).replace("##[", "# #[")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def host_line(text: str) -> str:
+    """A line the host sent, as printed: cleaned and prefixed, so it never starts a workflow command
+    (`::warning::`, `::add-mask::` only act at the start of a line) and is never taken for ours."""
+    return HOST_PREFIX + clean(text)
+
 
 def parse_report(lines: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Report keys from the lines of one final status block; the first value of a key wins, values cleaned."""
     report: dict[str, str] = {}
     services: dict[str, str] = {}
     for line in lines:
@@ -208,24 +283,38 @@ def parse_report(lines: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
         if not sep:
             continue
         if key.startswith("service "):
-            services[key.removeprefix("service ")] = value
+            services.setdefault(clean(key.removeprefix("service "), 100), clean(value, 1000))
         elif key in _REPORT_KEYS:
-            report[key] = value
+            report.setdefault(key, clean(value, 2000))
     return report, services
 
 
 def ssh_argv(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Path) -> list[str]:
-    return ["ssh", "-T", "-i", str(key_file), "-p", str(request.port),
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+    """ssh with no configuration but this: `-F /dev/null` skips ~/.ssh/config and /etc/ssh/ssh_config
+    (and everything they include), and each option that could forward, proxy, run a local command,
+    use an agent or trust another source of host keys is set here as well."""
+    return ["ssh", "-F", "/dev/null", "-T", "-a", "-x", "-i", str(key_file), "-p", str(request.port),
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+            "-o", "PasswordAuthentication=no", "-o", "KbdInteractiveAuthentication=no", "-o", "GSSAPIAuthentication=no",
+            "-o", "HostbasedAuthentication=no",
+            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "KnownHostsCommand=none", "-o", "UpdateHostKeys=no", "-o", "VerifyHostKeyDNS=no", "-o", "CheckHostIP=no",
+            "-o", "ForwardAgent=no", "-o", "ForwardX11=no", "-o", "ForwardX11Trusted=no", "-o", "ClearAllForwardings=yes",
+            "-o", "Tunnel=no", "-o", "PermitLocalCommand=no", "-o", "ProxyCommand=none", "-o", "ProxyJump=none",
+            "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "CanonicalizeHostname=no",
             "-o", "ConnectTimeout=15", "-o", "LogLevel=ERROR",
             "-o", f"ServerAliveInterval={KEEPALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={KEEPALIVE_COUNT}",
             f"{request.user}@{request.host}", "bash -s"]
 
 
+def ssh_environment() -> dict[str, str]:
+    """All ssh gets from this process's environment: no agent socket, no secret, no DISPLAY."""
+    return {"PATH": os.environ.get("PATH") or os.defpath, "HOME": os.environ.get("HOME") or "/", "LANG": "C", "LC_ALL": "C"}
+
+
 def payload(request: DeployRequest, action: str, job: str = "", password: str | None = None,
             compose_text: str | None = None, expect_commit: str | None = None, log_from: int = 0,
-            script: str | None = None) -> str:
+            script: str | None = None, nonce: str = "") -> str:
     """What `bash -s` reads: the settings as shell assignments, then the script."""
     settings = {
         "DEPLOY_ACTION": action, "DEPLOY_DIR": request.remote_dir, "DEPLOY_JOB": job, "DEPLOY_TAG": request.tag,
@@ -237,70 +326,106 @@ def payload(request: DeployRequest, action: str, job: str = "", password: str | 
         "DEPLOY_TIMEOUT": str(request.timeout), "DEPLOY_PULL_TIMEOUT": str(request.pull_timeout),
         "DEPLOY_LOCK_WAIT": str(request.lock_wait), "DEPLOY_PROJECT": request.project,
         "DEPLOY_COMPOSE_FILE": compose_text or "", "DEPLOY_LOG_FROM": str(log_from),
-        "DEPLOY_SMOKE_TRACK": request.smoke_track,
+        "DEPLOY_SMOKE_TRACK": request.smoke_track, "DEPLOY_NONCE": nonce,
     }
-    # The password is a plain shell variable, not exported: no process the script starts
-    # inherits it; the script turns it into a private auth file and unsets it.
-    lines = [f"{'' if key == 'DEPLOY_REGISTRY_PASSWORD' else 'export '}{key}={shlex.quote(value)}"
-             for key, value in settings.items()]
+    # Plain shell variables, not exported: no process the script starts inherits them. The
+    # script hands the password to the job on a pipe, the smoke track to one `compose exec`
+    # in its environment, and frames its final report with the nonce.
+    private = ("DEPLOY_REGISTRY_PASSWORD", "DEPLOY_SMOKE_TRACK", "DEPLOY_NONCE")
+    lines = [f"{'' if key in private else 'export '}{key}={shlex.quote(value)}" for key, value in settings.items()]
     return "\n".join(lines) + "\n" + (script if script is not None else SCRIPT.read_text())
 
 
 @dataclasses.dataclass
 class _Call:
     code: int
-    stdout: list[str]
+    stdout: list[str]  # lines outside the report block and the log (the newest MAX_OTHER_LINES), cleaned
     stderr: str
     accepted: bool
     log_lines: int
+    report: list[str] | None = None  # the last complete status block framed with this call's nonce
 
 
-def _ssh(argv: list[str], text: str, on_log: Callable[[str], None], timeout: float) -> _Call:
-    """One ssh call: stream `log: ` lines to on_log as they come, collect the rest."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "LC_ALL": "C"}, start_new_session=True)
-    stdout: list[str] = []
-    stderr: list[str] = []
-    state = {"accepted": False, "log": 0}
+def _lines(stream: IO[bytes]) -> Iterator[str]:
+    """Lines (split at LF only: a CR is a character like any other) decoded with replacement; a
+    line longer than MAX_LINE bytes is cut there and the rest of it dropped, never kept whole."""
+    while True:
+        chunk = stream.readline(MAX_LINE + 1)
+        if not chunk:
+            return
+        if chunk.endswith(b"\n"):
+            yield chunk[:-1].decode("utf-8", "replace")
+            continue
+        yield chunk[:MAX_LINE].decode("utf-8", "replace")
+        while chunk and not chunk.endswith(b"\n"):
+            chunk = stream.readline(MAX_LINE + 1)
+
+
+def _ssh(argv: list[str], text: str, on_log: Callable[[str], None], timeout: float, nonce: str = "") -> _Call:
+    """One ssh call: stream `log: ` lines to on_log (cleaned, prefixed) as they come, keep the
+    report block framed by `report-begin: NONCE` / `report-end: NONCE`, collect a bounded rest."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=ssh_environment(), start_new_session=True)
+    stdout: collections.deque[str] = collections.deque(maxlen=MAX_OTHER_LINES)
+    stderr: collections.deque[bytes] = collections.deque()
+    state: dict[str, object] = {"accepted": False, "log": 0, "report": None}
+    begin, end = f"report-begin: {nonce}", f"report-end: {nonce}"
 
     def read_out() -> None:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
-            if line.startswith("log: "):
-                state["log"] += 1
-                on_log(line.removeprefix("log: "))
-                continue
-            if line.startswith("accepted: "):
-                state["accepted"] = True
-            stdout.append(line)
+        block: list[str] | None = None
+        for line in _lines(proc.stdout):
+            if nonce and line == begin:
+                block = []
+            elif nonce and line == end and block is not None:
+                state["report"], block = block, None
+            elif block is not None:
+                if len(block) < MAX_REPORT_LINES:
+                    block.append(line)
+            elif line.startswith("log: "):
+                state["log"] = int(str(state["log"])) + 1
+                on_log(host_line(line.removeprefix("log: ")))
+            else:
+                if line.startswith("accepted: "):
+                    state["accepted"] = True
+                if line.strip():
+                    stdout.append(clean(line))
 
     def read_err() -> None:
         assert proc.stderr is not None
-        stderr.extend(proc.stderr)
+        size = 0
+        while chunk := os.read(proc.stderr.fileno(), 8192):
+            stderr.append(chunk)
+            size += len(chunk)
+            while size > MAX_STDERR and len(stderr) > 1:
+                size -= len(stderr.popleft())
 
     readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
     for reader in readers:
         reader.start()
     try:
         assert proc.stdin is not None
-        proc.stdin.write(text)
+        proc.stdin.write(text.encode("utf-8"))
         proc.stdin.close()
     except BrokenPipeError:
         pass
+    notes: list[str] = []
     try:
         code = proc.wait(timeout=max(timeout, 1))
     except subprocess.TimeoutExpired:
         proc.kill()
         code = proc.wait()
-        stderr.append(f"no final report within {timeout:.0f}s\n")
+        notes.append(f"no final report within {timeout:.0f}s")
         code = 255
     for reader in readers:
         reader.join(timeout=5)
     if code < 0:  # ssh itself was killed: for this client, the connection is gone
-        stderr.append(f"ssh ended by signal {-code}\n")
+        notes.append(f"ssh ended by signal {-code}")
         code = 255
-    return _Call(code, stdout, "".join(stderr), bool(state["accepted"]), int(state["log"]))
+    err_text = "\n".join([clean(line) for line in b"".join(stderr).decode("utf-8", "replace").splitlines()] + notes)
+    report = state["report"]
+    return _Call(code, list(stdout), err_text, bool(state["accepted"]), int(str(state["log"])),
+                 report if isinstance(report, list) else None)
 
 
 class Client:
@@ -315,14 +440,20 @@ class Client:
         self.on_log = on_log
 
     def call(self, action: str, timeout: float, **settings: object) -> _Call:
-        text = payload(self.request, action, **settings)  # type: ignore[arg-type]
-        return _ssh(self.argv, text, self.on_log, timeout)
+        """One ssh call; its final report is framed with a nonce new to this call (no container
+        output, no earlier log line can carry it)."""
+        nonce = secrets.token_hex(16)
+        text = payload(self.request, action, nonce=nonce, **settings)  # type: ignore[arg-type]
+        return _ssh(self.argv, text, self.on_log, timeout, nonce=nonce)
 
     def status(self) -> tuple[HostState | None, str]:
         call = self.call("status", timeout=60)
         if call.code != 0:
-            return None, _last_line(call.stderr) or _last_line("\n".join(call.stdout))
-        return HostState.parse("\n".join(call.stdout)), ""
+            reason = parse_report(call.report or [])[0].get("reason", "")
+            return None, reason or last_line(call.stderr) or last_line("\n".join(call.stdout))
+        if call.report is None:
+            return None, "the host sent no framed status report"
+        return HostState.parse(call.report), ""
 
     def follow(self, job: str, log_from: int, deadline: float, reconnect_for: float) -> tuple[_Call | None, int, str]:
         """Follow job to its end, reconnecting while the link is down. Returns (final call, log lines, last ssh error)."""
@@ -337,7 +468,7 @@ class Client:
             log_from += call.log_lines
             if call.code != 255:
                 return call, log_from, ""
-            error = _last_line(call.stderr)
+            error = last_line(call.stderr)
             if call.log_lines:
                 lost_since = time.monotonic()
             if time.monotonic() - lost_since > reconnect_for:
@@ -347,7 +478,7 @@ class Client:
             delay = min(delay * 2, 15)
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
@@ -380,10 +511,12 @@ def run(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Pat
         else:
             order_text = "not checked (--force)"
         job = new_job_id()
-        log: list[str] = []
+        log: list[str] = []  # the newest MAX_LOG_LINES lines only: a host can send without end
 
         def sink(line: str, log: list[str] = log) -> None:
             log.append(line)
+            if len(log) > 2 * MAX_LOG_LINES:
+                del log[:-MAX_LOG_LINES]
             on_log(line)
 
         client.on_log = sink
@@ -392,7 +525,7 @@ def run(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Pat
         final: _Call | None = first
         error = ""
         if first.code == 255:
-            error = _last_line(first.stderr)
+            error = last_line(first.stderr)
             if not first.accepted and _BEFORE_SESSION.search(error):
                 return DeployResult(REFUSED, {"result": "refused", "reason": f"ssh failed before anything ran remotely: {error}"},
                                     {}, log, ssh_error=error)
@@ -402,15 +535,15 @@ def run(request: DeployRequest, key_file: pathlib.Path, known_hosts: pathlib.Pat
             reason = (f"lost contact with the host ({error}); the host finishes job {job} on its own, deployed or "
                       f"rolled back: see `dimbybot-ci deploy-status`")
             return DeployResult(UNKNOWN, {"result": "unknown", "reason": reason}, {}, log, job=job, ssh_error=error, order=order_text)
-        report, services = parse_report(final.stdout)
+        report, services = parse_report(final.report or [])
         if report.get("stale") == "yes":
             on_log("the host's deployed commit changed while this deploy waited; checking the order again")
             continue
         code = final.code if final.code in (DEPLOYED, FAILED, REFUSED, ROLLBACK_FAILED, UNKNOWN) else UNKNOWN
         if "result" not in report:
-            report = {"result": "unknown", "reason": _last_line(final.stderr) or f"remote exit {final.code} without a report"}
+            report = {"result": "unknown", "reason": last_line(final.stderr) or f"remote exit {final.code} without a report"}
             code = UNKNOWN
-        return DeployResult(code, report, services, log, job=job, order=order_text)
+        return DeployResult(code, report, services, log[-MAX_LOG_LINES:], job=job, order=order_text)
     return DeployResult(REFUSED, {"result": "refused", "reason": "the host's deployed commit kept changing; try again"}, {}, [],
                         order=order_text)
 

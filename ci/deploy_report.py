@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from .deploy import DeployRequest, DeployResult
+from .deploy import DeployRequest, DeployResult, clean
 from .errors import InputError
 
 SCHEMA = "dimbybot2.deploy-report/1"
@@ -37,40 +37,56 @@ def markdown(request: DeployRequest, result: DeployResult) -> str:
     icon = {0: "✅", 1: "⚠️", 2: "⏹️"}.get(result.exit_code, "🚨")
     lines = [f"## Deploy to {request.environment}: {icon} {_VERDICT.get(result.exit_code, result.outcome)}", "",
              "| | |", "| --- | --- |",
-             f"| host | `{request.host}` `{request.remote_dir}` |",
+             f"| host | `{request.host}` {_cell(request.remote_dir)} |",
              f"| commit | `{request.deployed_commit}` |",
-             f"| previous | `{result.report.get('old tag', '?')}` |"]
+             f"| previous | {_cell(result.report.get('old tag', '?'))} |"]
     for pin in request.pins:
         lines.append(f"| {pin.name} | `{request.registry}/{pin.repository}@{pin.digest}` |")
     if not request.pins:
         lines.append("| images | by tag (no digests given) |")
     for service, health in sorted(result.services.items()):
-        lines.append(f"| service {service} | {health} |")
+        lines.append(f"| service {_cell(service)} | {_cell(health)} |")
     for key in ("rolled back", "reason"):
         if result.report.get(key):
             lines.append(f"| {key} | {_cell(result.report[key])} |")
     if result.order:
         lines.append(f"| order | {_cell(result.order)} |")
     if result.job:
-        lines.append(f"| host job | `{result.job}` (log: `{request.remote_dir}/.deploy/jobs/{result.job}/log`) |")
+        lines.append(f"| host job | {_cell(result.job)} (log: {_cell(f'{request.remote_dir}/.deploy/jobs/{result.job}/log')}) |")
     return "\n".join(lines) + "\n"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,;=+")
+
+
+def _cell(text: str, limit: int = 1000) -> str:
+    """A table cell that shows `text` and nothing else: every character but letters, digits and a
+    few inert ones becomes a numeric character reference. Markdown and HTML treat those as literal
+    text, so no `|` ends the cell, no `<img>`, `![](...)`, link, emphasis or code span forms."""
+    return "".join(c if c in _PLAIN else f"&#{ord(c)};" for c in clean(text, limit))
+
+
+_DISCORD_SPECIAL = frozenset("\\*_~`|>#-[]()<@!:.+=")
+
+
+def _discord(text: str, limit: int = 1000) -> str:
+    """A value for a Discord embed shown as it is: each character Discord's markdown could act on
+    (emphasis, code, spoiler, quote, heading, list, masked link, mention, emoji) is backslash-escaped."""
+    escaped = "".join("\\" + c if c in _DISCORD_SPECIAL else c for c in clean(text, limit))
+    return escaped if len(escaped) <= 1024 else escaped[:1023] + "…"
 
 
 def discord_message(request: DeployRequest, result: DeployResult) -> dict[str, Any]:
     """A webhook body: one embed with the commit, digests, health and whether it rolled back."""
     fields = [{"name": "commit", "value": f"`{request.deployed_commit[:12]}`", "inline": True},
-              {"name": "previous", "value": f"`{result.report.get('old tag', '?')[:12]}`", "inline": True}]
+              {"name": "previous", "value": _discord(result.report.get("old tag", "?")[:12]), "inline": True}]
     for pin in request.pins:
         fields.append({"name": pin.name, "value": f"`{pin.digest[:19]}…`", "inline": True})
     if result.services:
-        fields.append({"name": "health", "value": ", ".join(f"{k} {v}" for k, v in sorted(result.services.items()))})
-    fields.append({"name": "rolled back", "value": result.report.get("rolled back") or "no"})
+        fields.append({"name": "health", "value": _discord(", ".join(f"{k} {v}" for k, v in sorted(result.services.items())))})
+    fields.append({"name": "rolled back", "value": _discord(result.report.get("rolled back") or "no")})
     if result.report.get("reason"):
-        fields.append({"name": "reason", "value": result.report["reason"][:1000]})
+        fields.append({"name": "reason", "value": _discord(result.report["reason"], 900)})
     return {
         "username": "dimbybot2 deploy",
         "allowed_mentions": {"parse": []},

@@ -50,7 +50,15 @@ deploy_main() {
 
   say() { printf '%s\n' "$*"; }
   log() { printf '[deploy %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-  refuse() { say "result: refused"; say "reason: $*"; exit 2; }
+  # The final report of each call is framed with the client's nonce (a plain variable, never
+  # exported, never in the job's environment or log): the client reads report keys only from
+  # inside the frame, so no log line (container output included) can pass for one. The frame
+  # starts on a line of its own even when the log before it did not end with a newline.
+  report_begin() { printf '\nreport-begin: %s\n' "${DEPLOY_NONCE:-}"; }
+  report_end() { printf 'report-end: %s\n' "${DEPLOY_NONCE:-}"; }
+  refuse() { report_begin; say "result: refused"; say "reason: $(one_line "$*")"; report_end; exit 2; }
+  # A value for the report: one line, no control characters (a CR would start a line on a terminal).
+  one_line() { printf '%s' "$*" | tr '\000-\037\177' ' '; }
   now() { date -u +%s.%N; }
 
   : "${DEPLOY_DIR:?DEPLOY_DIR is required}"
@@ -80,6 +88,7 @@ deploy_main() {
   show_status() {
     [[ -d "$DEPLOY_DIR" ]] || refuse "remote directory $DEPLOY_DIR does not exist"
     local tag commit last
+    report_begin
     tag=$(state_get tag)
     [[ -n "$tag" ]] || tag=$(cat "$DEPLOY_DIR/.deployed-tag" 2>/dev/null || true)
     commit=$(state_get commit)
@@ -96,6 +105,7 @@ deploy_main() {
         say "last job result: running"
       fi
     fi
+    report_end
     exit 0
   }
 
@@ -104,7 +114,7 @@ deploy_main() {
     local job=$1 from=${DEPLOY_LOG_FROM:-0} dir pid
     job_valid "$job" || refuse "bad job id"
     dir="$jobs_dir/$job"
-    [[ -d "$dir" ]] || { say "result: no such job"; say "reason: job $job never started on this host"; exit 2; }
+    [[ -d "$dir" ]] || { report_begin; say "result: no such job"; say "reason: job $job never started on this host"; report_end; exit 2; }
     pid=$(cat "$dir/pid" 2>/dev/null || true)
     # tail exits once the job's process is gone; the log is a file, so a client that
     # reconnects reads on from where it was.
@@ -113,12 +123,15 @@ deploy_main() {
     else
       tail -n "+$((from + 1))" "$dir/log" | sed 's/^/log: /'
     fi
+    report_begin
     if [[ -f "$dir/status" ]]; then
       cat "$dir/status"
+      report_end
       exit "$(sed -n 's/^exit: //p' "$dir/status")"
     fi
     say "result: unknown"
     say "reason: job $job stopped without a final status (killed, or the host restarted): see $dir/log"
+    report_end
     exit 4
   }
 
@@ -144,10 +157,11 @@ deploy_main() {
     version_at_least "$compose_version" "${DEPLOY_MIN_COMPOSE:-2.20.2}" \
       || refuse "Docker Compose $compose_version is older than ${DEPLOY_MIN_COMPOSE:-2.20.2}"
 
-    local dir="$jobs_dir/$DEPLOY_JOB"
+    sweep_stale_configs
+    local dir="$jobs_dir/$DEPLOY_JOB" context
     mkdir "$dir" 2>/dev/null || refuse "job $DEPLOY_JOB exists already"
-    write_docker_config "$dir/docker"
-    unset DEPLOY_REGISTRY_PASSWORD
+    context=$(docker context show 2>/dev/null || echo default)
+    [[ "$context" =~ ^[A-Za-z0-9._-]+$ ]] || context=default
     {
       declare -f   # every function of this script, so the job runs the same code
       printf 'DEPLOY_ACTION=run deploy_main\n'
@@ -155,8 +169,12 @@ deploy_main() {
     : >"$dir/log"
     # Own session (no SIGHUP when the SSH session ends), stdio on files (no SIGPIPE when
     # the channel goes away).
-    DEPLOY_ACTION=run DEPLOY_ENGINE="$engine" DEPLOY_COMPOSE_VERSION="$compose_version" \
-      setsid -f bash "$dir/job.sh" </dev/null >>"$dir/log" 2>&1
+    # The registry password and the smoke track reach the job on a pipe (fd 3), read at once into
+    # plain variables: no argv, no environment, no file until the job holds the lock.
+    DEPLOY_ACTION=run DEPLOY_ENGINE="$engine" DEPLOY_COMPOSE_VERSION="$compose_version" DEPLOY_CONTEXT="$context" \
+      setsid -f bash "$dir/job.sh" </dev/null >>"$dir/log" 2>&1 \
+      3<<<"$(printf '%s\n%s' "${DEPLOY_REGISTRY_PASSWORD:-}" "${DEPLOY_SMOKE_TRACK:-}")"
+    unset DEPLOY_REGISTRY_PASSWORD DEPLOY_SMOKE_TRACK
     # Keep the last 20 jobs.
     ls -1t "$jobs_dir" | tail -n +21 | while read -r old; do rm -rf "${jobs_dir:?}/$old"; done
     say "accepted: $DEPLOY_JOB"
@@ -168,38 +186,61 @@ deploy_main() {
   # A private DOCKER_CONFIG holding only this registry's auth: no `docker login` (so no
   # credential helper is picked and nothing is stored elsewhere), and the user's CLI plugins
   # (docker compose may live there) and current context are kept.
+  # write_docker_config DIR PASSWORD CONTEXT (the job writes it once it holds the lock).
   write_docker_config() {
-    local target=$1 user_config=${DOCKER_CONFIG:-$HOME/.docker} context auths=""
-    mkdir -m 700 "$target"
-    context=$(docker context show 2>/dev/null || echo default)
-    [[ "$context" =~ ^[A-Za-z0-9._-]+$ ]] || context=default
+    local target=$1 password=$2 context=$3 user_config=${DOCKER_CONFIG:-$HOME/.docker} auths=""
+    mkdir -m 700 "$target" || return 1
     [[ -d "$user_config/cli-plugins" ]] && ln -s "$user_config/cli-plugins" "$target/cli-plugins"
     [[ -d "$user_config/contexts" ]] && ln -s "$user_config/contexts" "$target/contexts"
-    if [[ -n "${DEPLOY_REGISTRY_PASSWORD:-}" ]]; then
+    if [[ -n "$password" ]]; then
       local registry_host=${DEPLOY_REGISTRY%%/*} auth
-      auth=$(printf '%s:%s' "${DEPLOY_REGISTRY_USERNAME:-}" "$DEPLOY_REGISTRY_PASSWORD" | base64 -w 0)
+      auth=$(printf '%s:%s' "${DEPLOY_REGISTRY_USERNAME:-}" "$password" | base64 -w 0)
       auths=$(printf '"%s": {"auth": "%s"}' "$registry_host" "$auth")
     fi
     printf '{"auths": {%s}, "currentContext": "%s"}\n' "$auths" "$context" >"$target/config.json"
   }
 
+  # A job killed with SIGKILL (or by a reboot) runs no trap: its private docker config (the
+  # registry password) would stay. Each start removes the config of every job that no longer runs.
+  sweep_stale_configs() {
+    local config job pid
+    for config in "$jobs_dir"/*/docker; do
+      [[ -d "$config" ]] || continue
+      job=${config%/docker}
+      pid=$(cat "$job/pid" 2>/dev/null || true)
+      # Running: its pid is alive and is this job's script (not a pid reused since).
+      if [[ "$pid" =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "/jobs/${job##*/}/job.sh"; then
+        continue  # still running
+      fi
+      rm -rf "$config"
+    done
+  }
+
   # ---- run: the detached job ---------------------------------------------------------------
   run_job() {
     local dir="$jobs_dir/$DEPLOY_JOB"
+    # First of all: whatever ends this job (a signal included), its private docker config goes.
+    trap 'rm -rf "$dir/docker"' EXIT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+    trap 'exit 130' INT
+    local registry_password="" smoke_track=""
+    IFS= read -r registry_password <&3
+    IFS= read -r smoke_track <&3
+    exec 3<&-
     echo "$$" >"$dir/pid"
     cd "$DEPLOY_DIR" || exit 4
     export DOCKER_CONFIG="$dir/docker"
     local timeout=${DEPLOY_TIMEOUT:-180} lock_wait=${DEPLOY_LOCK_WAIT:-600} pull_timeout=${DEPLOY_PULL_TIMEOUT:-900}
     local commit=${DEPLOY_COMMIT:-$DEPLOY_TAG} report="$dir/report" history="$DEPLOY_DIR/.deploy.history"
     : >"$report"
-    trap 'rm -rf "$DOCKER_CONFIG"' EXIT
-    out() { printf '%s\n' "$*" >>"$report"; }
+    out() { printf '%s\n' "$(one_line "$*")" >>"$report"; }
     # finish EXIT RESULT REASON: the final report, written at once (a follower never reads half).
     finish() {
       {
         cat "$report"
         printf 'result: %s\n' "$2"
-        [[ -n "${3:-}" ]] && printf 'reason: %s\n' "$3"
+        [[ -n "${3:-}" ]] && printf 'reason: %s\n' "$(one_line "$3")"
         printf 'exit: %s\n' "$1"
       } >"$dir/status.tmp"
       mv -f "$dir/status.tmp" "$dir/status"
@@ -208,7 +249,7 @@ deploy_main() {
       exit "$1"
     }
     log "job $DEPLOY_JOB: $DEPLOY_TAG (commit $commit) to $DEPLOY_DIR"
-    log "Docker Engine ${DEPLOY_ENGINE:-?}, Compose ${DEPLOY_COMPOSE_VERSION:-?}, context $(docker context show 2>/dev/null)"
+    log "Docker Engine ${DEPLOY_ENGINE:-?}, Compose ${DEPLOY_COMPOSE_VERSION:-?}, context ${DEPLOY_CONTEXT:-default}"
 
     # 1. One deploy at a time on this host: the lock is held until this job exits.
     exec 9>>"$DEPLOY_DIR/.deploy.lock" || finish 2 refused "cannot open $DEPLOY_DIR/.deploy.lock"
@@ -218,6 +259,10 @@ deploy_main() {
     fi
     started=1
     printf '%s start %s pid %s job %s\n' "$(now)" "$DEPLOY_TAG" "$$" "$DEPLOY_JOB" >>"$history"
+    # Only now, holding the lock, does the registry password reach a file (removed when the job ends).
+    write_docker_config "$dir/docker" "$registry_password" "${DEPLOY_CONTEXT:-default}" \
+      || finish 2 refused "cannot write the job's docker config in $dir"
+    registry_password=""
 
     # 2. What runs now (empty on a first deploy), and is this deploy still in order?
     local previous previous_commit previous_pins
@@ -324,7 +369,8 @@ deploy_main() {
         return 1
       fi
       log "$output"
-      if ! output=$(compose "$1" "$2" "$3" exec -T -e "SMOKE_TRACK=${DEPLOY_SMOKE_TRACK:-}" bot python -c "$SMOKE_LAVALINK" 2>&1); then
+      # `-e SMOKE_TRACK` without a value: compose passes it on from its environment, not its argv.
+      if ! output=$(SMOKE_TRACK="$smoke_track" compose "$1" "$2" "$3" exec -T -e SMOKE_TRACK bot python -c "$SMOKE_LAVALINK" 2>&1); then
         log "$output"
         why="Lavalink smoke test: $(tail -n 1 <<<"$output")"
         return 1

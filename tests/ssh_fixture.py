@@ -1,7 +1,11 @@
 """A real sshd on 127.0.0.1 (Debian's openssh-server) with a key-only user in the docker group.
 
-Needs root (CI runs as root): creates the user once, writes its authorized_keys, and runs a
-private sshd (own config, host key, port and pid file) that is stopped afterwards.
+Needs root (CI runs as root): creates the user once, writes an authorized_keys file of this
+sshd's own (so several can run at once), and runs a private sshd (own config, host key, port and
+pid file) that is stopped afterwards, its authorized_keys removed.
+
+`force_command`: an sshd `ForceCommand` (the original command is in $SSH_ORIGINAL_COMMAND): the
+hostile-host and recording doubles of tests/test_deploy_hardening.py.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 
 USER = "dimbydeploy"
@@ -57,7 +62,7 @@ def ensure_user() -> pathlib.Path:
     return pathlib.Path(entry.pw_dir)
 
 
-def start_sshd(directory: pathlib.Path) -> Iterator[RunningSshd]:
+def start_sshd(directory: pathlib.Path, force_command: str | None = None) -> Iterator[RunningSshd]:
     directory.mkdir(parents=True, exist_ok=True)
     home = ensure_user()
     client_key, client_pub = _keypair(directory, "client")
@@ -65,10 +70,11 @@ def start_sshd(directory: pathlib.Path) -> Iterator[RunningSshd]:
     _, other_pub = _keypair(directory, "other-host")
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(client_pub + "\n")
-    (ssh_dir / "authorized_keys").chmod(0o600)
+    authorized = ssh_dir / f"authorized_keys-{uuid.uuid4().hex[:10]}"
+    authorized.write_text(client_pub + "\n")
+    authorized.chmod(0o600)
     shutil.chown(ssh_dir, USER, USER)
-    shutil.chown(ssh_dir / "authorized_keys", USER, USER)
+    shutil.chown(authorized, USER, USER)
     port = _free_port()
     config = directory / "sshd_config"
     config.write_text(f"""Port {port}
@@ -81,8 +87,8 @@ PubkeyAuthentication yes
 UsePAM no
 PermitRootLogin no
 AllowUsers {USER}
-AuthorizedKeysFile .ssh/authorized_keys
-""")
+AuthorizedKeysFile .ssh/{authorized.name}
+""" + (f"ForceCommand {force_command}\n" if force_command else ""))
     pathlib.Path("/run/sshd").mkdir(exist_ok=True)
     _run("/usr/sbin/sshd", "-f", str(config), "-E", str(directory / "sshd.log"))
     try:
@@ -99,3 +105,4 @@ AuthorizedKeysFile .ssh/authorized_keys
         pid_file = directory / "sshd.pid"
         if pid_file.exists():
             subprocess.run(["kill", pid_file.read_text().strip()], check=False)
+        authorized.unlink(missing_ok=True)

@@ -572,10 +572,9 @@ def test_an_engine_older_than_required_is_refused_before_any_change(sshd: Runnin
     with deploy.secret_files(sshd.client_key, sshd.known_hosts) as (key, hosts):
         client = deploy.Client(request, key, hosts)
         for minimum, expected in (("DEPLOY_MIN_ENGINE=99.0", "Docker Engine"), ("DEPLOY_MIN_COMPOSE=9.1", "Docker Compose")):
-            text = deploy.payload(request, "start", job=f"preflight-{uuid.uuid4().hex[:6]}",
-                                  script=f"export {minimum}\n" + deploy.SCRIPT.read_text())
-            call = deploy._ssh(client.argv, text, lambda line: None, 60)
-            r = dict(line.split(": ", 1) for line in call.stdout if ": " in line)
+            call = client.call("start", timeout=60, job=f"preflight-{uuid.uuid4().hex[:6]}",
+                               script=f"export {minimum}\n" + deploy.SCRIPT.read_text())
+            r = dict(line.split(": ", 1) for line in call.report or [] if ": " in line)
             assert call.code == 2 and r["result"] == "refused", call
             assert r["reason"].startswith(expected) and "is older than" in r["reason"], r
     assert_consistent(stack, history, "V3")
@@ -636,3 +635,41 @@ def test_secrets_are_never_in_the_output_or_left_behind(sshd: RunningSshd, regis
     assert leftovers == ""  # the key and known_hosts files are gone
     on_host = subprocess.run(["grep", "-rl", registry.password, str(stack)], capture_output=True, text=True).stdout
     assert on_host == ""
+
+
+def test_the_smoke_track_reaches_lavalink_in_the_environment_never_in_argv(sshd: RunningSshd, registry: RunningRegistry,
+                                                                          namespace: str, history: History,
+                                                                          stack: pathlib.Path) -> None:
+    """SMOKE_TRACK is a secret in the workflow: the CLI reads it from its environment, the host
+    hands it to `compose exec` in the environment. Every process's argv on this machine (runner
+    and host at once) is sampled every 20 ms during the deploy: the track is never in one. The
+    Lavalink stand-in loads no track (HTTP 404): the smoke test fails, which shows the track
+    arrived, and the host rolls back to what ran."""
+    track = f"smoke-track-{uuid.uuid4().hex[:10]}"
+    seen: list[str] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for cmdline in pathlib.Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    text = cmdline.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+                except OSError:
+                    continue
+                if track in text:
+                    seen.append(text)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = run_deploy(sshd, registry, namespace, stack, history, "V3", env=client_env(sshd, registry, SMOKE_TRACK=track))
+    finally:
+        done.set()
+        sampler.join()
+    assert result.returncode == 1, result.stdout + result.stderr
+    r = report(result)
+    assert r["result"] == "rolled back" and "Lavalink could not load the smoke track: HTTP 404" in r["reason"], r
+    assert seen == []
+    assert track not in result.stdout + result.stderr
+    assert_consistent(stack, history, "V3")
