@@ -191,9 +191,11 @@ def compare_container(module_source: dagger.Directory, image_a: dagger.File, ima
 def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_key: dagger.Secret, known_hosts: dagger.Secret,
                      password: dagger.Secret | None, args: list[str], timeout: int, call_id: str,
                      repo: dagger.Directory | None = None, webhook: dagger.Secret | None = None,
-                     latest_password: dagger.Secret | None = None) -> dagger.Container:
-    """Runs the core's deploy client with ssh; the key, known_hosts and webhook URL are secrets.
-    The repository (with .git) at /repo orders commits; the report files land in /out."""
+                     latest_password: dagger.Secret | None = None, smoke_track: dagger.Secret | None = None) -> dagger.Container:
+    """Runs the core's deploy client with ssh; the key, known_hosts, webhook URL and smoke track are
+    secrets (the track travels in the environment, never in argv). The repository (with .git) at
+    /repo orders commits; the report files land in /out. The client writes its copy of the key
+    under $TMPDIR: a tmpfs there, so the key never reaches the container's disk (nor a layer)."""
     ctr = (
         core_container(module_source, apt=("openssh-client", "git"))
         .with_file("/pipeline/deploy/remote-deploy.sh", module_source.file("deploy/remote-deploy.sh"))
@@ -211,9 +213,16 @@ def deploy_container(module_source: dagger.Directory, compose: dagger.File, ssh_
         ctr = ctr.with_secret_variable("DISCORD_WEBHOOK_URL", webhook)
     if latest_password is not None:
         ctr = ctr.with_secret_variable("LATEST_REGISTRY_PASSWORD", latest_password)
+    if smoke_track is not None:
+        ctr = ctr.with_secret_variable("SMOKE_TRACK", smoke_track)
     if repo is not None:
         ctr = ctr.with_directory("/repo", repo).with_exec(["git", "config", "--global", "--add", "safe.directory", "/repo"])
+    ctr = ctr.with_env_variable("TMPDIR", DEPLOY_KEY_DIR).with_mounted_temp(DEPLOY_KEY_DIR)
     return ctr.with_(once_per_call(call_id)).with_exec(["python", "-m", "ci.deploy", *args], expect=dagger.ReturnType.ANY)
+
+
+# Where the deploy client writes the SSH key (tempfile under $TMPDIR): a tmpfs in the container.
+DEPLOY_KEY_DIR = "/tmp"
 
 
 def core_container(module_source: dagger.Directory, apt: tuple[str, ...] = ()) -> dagger.Container:
@@ -458,7 +467,8 @@ class Dimbybot2:
         commit: Annotated[str, Doc("Commit the tag was built from (default: the tag)")] = "",
         force: Annotated[bool, Doc("Deploy even when the commit is older than, or unrelated to, the deployed one")] = False,
         environment: Annotated[str, Doc("Environment name for the report: staging, production")] = "production",
-        smoke_track: Annotated[str, Doc("A track identifier Lavalink must be able to load (smoke test)")] = "",
+        smoke_track: Annotated[dagger.Secret | None, Doc("A track identifier Lavalink must be able to load (smoke test; a secret: "
+                                                         "env://SMOKE_TRACK, never in argv; empty skips it)")] = None,
         discord_webhook: Annotated[dagger.Secret | None, Doc("Discord webhook URL: the result is posted there")] = None,
         latest_password: Annotated[dagger.Secret | None, Doc("Registry password that may push: after a deploy, move `latest` to the deployed digests")] = None,
     ) -> DeployOutcome:
@@ -469,17 +479,16 @@ class Dimbybot2:
         pins = parse_pins([d for d in digests.replace(",", " ").split() if d],
                           {image.name: image.repository for image in config.images})
         DeployRequest(host=host, user=user, port=port, tag=tag, registry=registry, remote_dir=remote_dir, username=username,
-                      timeout=timeout, commit=commit, pins=pins, force=force, environment=environment,
-                      smoke_track=smoke_track)  # validates before anything runs
+                      timeout=timeout, commit=commit, pins=pins, force=force,
+                      environment=environment)  # validates before anything runs (the smoke track: in the container)
         args = ["--host", host, "--user", user, "--port", str(port), "--tag", tag, "--registry", registry,
                 "--remote-dir", remote_dir, "--username", username, "--timeout", str(timeout), "--environment", environment,
                 "--repo", "/repo", "--out", OUT] + (["--commit", commit] if commit else []) + (["--force"] if force else [])
         args += [arg for pin in pins for arg in ("--digest", f"{pin.name}={pin.digest}")]
-        args += ["--smoke-track", smoke_track] if smoke_track else []
         args += ["--move-latest"] if latest_password is not None else []
         ctr = deploy_container(dag.current_module().source(), self.source.file("compose.yaml"), ssh_key, known_hosts,
                                password, args, timeout, new_call_id(), repo=self.source, webhook=discord_webhook,
-                               latest_password=latest_password)
+                               latest_password=latest_password, smoke_track=smoke_track)
         await ctr.exit_code()
         if not await ctr.exists(f"{OUT}/exit-code"):  # stopped before deploying: bad input or a missing secret
             stderr = (await ctr.stderr()).strip()
