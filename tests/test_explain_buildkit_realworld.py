@@ -358,7 +358,8 @@ SCENARIOS: dict[str, Scenario] = {
     "mtime-only change of a copied tree": Scenario(LINKS_AND_DELETES, LINK_FILES, touch_all),
     "COPY --from=<image> (single stage gets stage-0 labels)": Scenario(FROM_IMAGE, APP, edit("app.txt", "app 2\n")),
     "cache mount sharing mode changed": Scenario(CACHE_OPTIONS, {}, dockerfile("sharing=shared", "sharing=private")),
-    "tmpfs mount target changed": Scenario(CACHE_OPTIONS, {}, dockerfile("target=/scratch", "target=/scratch2")),
+    "tmpfs mount target changed (final copies the rebuilt stage's unchanged file: content-decided)": Scenario(
+        CACHE_OPTIONS, {}, dockerfile("target=/scratch", "target=/scratch2"), content_decided=True),
     "relative WORKDIR: first absolute WORKDIR changed": Scenario(WORKDIRS, APP, dockerfile("WORKDIR /srv", "WORKDIR /opt")),
     "relative WORKDIR: last relative one renamed": Scenario(WORKDIRS, APP, dockerfile("WORKDIR sub", "WORKDIR sub2")),
     "--target skips the changed stage": Scenario(TARGET, {**APP, "tests.txt": "t\n"}, edit("tests.txt", "t2\n"), target="release"),
@@ -399,3 +400,6 @@ def test_explain_agrees_with_buildkit_on_real_world_shapes(name: str, tmp_path: 
 
     assert_agreement(name, prediction, actual, unchanged=scenario.mutate is None and not scenario.head_args)
     assert (name in CONTENT_DECIDED) is scenario.content_decided, [(s.label, s.reason) for s in prediction.steps]
+    if name in CONTENT_DECIDED:
+        steps, cached = CONTENT_DECIDED[name]
+        print(f"content-decided: {name}: {steps} steps, BuildKit cached {cached}")
