@@ -67,8 +67,10 @@ def test_cut_before_a_step_keeps_every_earlier_line_byte_for_byte_and_drops_the_
     # The cut stage is the last one, so it is what BuildKit builds (no --target needed), and its
     # steps are the original ones up to the cut.
     assert parse(cut.dockerfile).stages[-1].name == "final"
-    kept = [s.instruction.text for s in debug.steps(GENERIC) if s.label.startswith("final ")][:4]
-    assert [s.instruction.text for s in debug.steps(cut.dockerfile)] == kept
+    # (The FROM is compared apart: BuildKit labels a FROM that two stages share under the stage
+    # it marshals last, stage-0 here, and the cut has no stage-0.)
+    kept = [s.instruction.text for s in debug.steps(GENERIC) if s.label.startswith("final ")][:3]
+    assert [s.instruction.text for s in debug.steps(cut.dockerfile)] == ["FROM ${BASE} AS final", *kept]
 
 
 def test_cut_after_keeps_the_step_but_not_the_instructions_that_follow() -> None:
@@ -161,7 +163,7 @@ def test_an_unknown_step_label_is_one_line_with_exit_2_before_anything_is_built(
     result = cli("--image", "bot", "--step", "deps 9/4", repo=REPO, timeout=60)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("error: --step: unknown step 'deps 9/4' (valid: ")
-    assert result.stderr.endswith("deps 2/4, deps 3/4, deps 4/4, runtime 1/5, runtime 2/5, runtime 3/5, runtime 4/5, runtime 5/5)\n")
+    assert result.stderr.endswith("deps 1/4, deps 2/4, deps 3/4, deps 4/4, runtime 2/5, runtime 3/5, runtime 4/5, runtime 5/5)\n")
     assert len(result.stderr.splitlines()) == 1
 
 
