@@ -21,14 +21,15 @@ import dataclasses
 import enum
 import re
 
+from . import tags
 from .config import ImageConfig
 from .errors import InputError
 from .model import CacheSpec
 from .progress import redact
 
 GHA_ENV = ("ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL")
-_BUST = re.compile(r"^[A-Za-z0-9._-]{0,40}$")
-_TIMEOUT = re.compile(r"^\d+(ms|s|m|h)$")
+_BUST = re.compile(r"[A-Za-z0-9._-]{0,40}")
+_TIMEOUT = re.compile(r"\d{1,9}(ms|s|m|h)")
 
 
 class Backend(enum.StrEnum):
@@ -50,11 +51,23 @@ class CacheOptions:
 
     def __post_init__(self) -> None:
         if self.mode not in ("max", "min"):
-            raise InputError("--cache-mode", f"must be 'max' or 'min', got {self.mode!r}")
-        if not _BUST.match(self.bust):
-            raise InputError("--cache-bust", f"letters, digits, '.', '_' and '-' only (40 at most), got {self.bust!r}")
-        if not _TIMEOUT.match(self.export_timeout):
-            raise InputError("--cache-timeout", f"a duration like 10m or 90s, got {self.export_timeout!r}")
+            raise InputError("--cache-mode", f"must be 'max' or 'min', got {self.mode[:40]!r}")
+        if not _BUST.fullmatch(self.bust):
+            raise InputError("--cache-bust", f"letters, digits, '.', '_' and '-' only (40 at most), got {self.bust[:60]!r}")
+        if not _TIMEOUT.fullmatch(self.export_timeout):
+            raise InputError("--cache-timeout", f"a duration like 10m or 90s, got {self.export_timeout[:40]!r}")
+        if self.cache_ref is not None:
+            validate_cache_ref(self.cache_ref)
+
+
+def validate_cache_ref(ref: str, argument: str = "--cache-ref") -> str:
+    """A registry repository (`host[:port]/path`, no tag): it lands in BuildKit's comma-separated
+    cache spec (`type=registry,ref=<ref>:<scope>`), so nothing but a repository may pass
+    (`x,registry.insecure=true,ref=evil.invalid/steal` must not add attributes)."""
+    repository = tags.validate_registry(ref, argument)
+    if repository != ref or "/" not in repository:
+        raise InputError(argument, "a registry repository such as ghcr.io/owner/dimbybot2-cache (host/path, no tag or scheme)")
+    return repository
 
 
 def resolve(options: CacheOptions) -> Backend:

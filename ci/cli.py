@@ -103,11 +103,21 @@ def build_and_push(
     report_file: Annotated[pathlib.Path | None, typer.Option(help="Write the JSON report here.")] = None,
 ) -> None:
     """Build the images concurrently with their cache, push the SHA tag, then move the other tags (latest last)."""
+    try:
+        config.check_inputs({"--registry": registry, "--username": username, "--password-env": password_env, "--sha": sha,
+                             "--tag": tag, "--cache-mode": cache_mode, "--cache-ref": cache_ref, "--cache-bust": cache_bust,
+                             "--cache-timeout": cache_timeout, "--image": images, "--build-arg": build_arg, "--repo": repo,
+                             "--work-dir": work_dir, "--summary-file": summary_file, "--report-file": report_file})
+        config.check_output_files({"--summary-file": summary_file, "--report-file": report_file})
+    except InputError as error:
+        fail_input(error)
     root = repo.resolve()
     password = os.environ.get(password_env) if username else None
     try:
         if username and not password:
             raise InputError("--password-env", f"environment variable {password_env} is empty or not set")
+        if password is not None:
+            config.check_text(password, "--password-env", option_like=True)  # goes into a docker config; never shown
         project = config.load(root)
         tag_plan = None
         registry_name = tags.validate_registry(registry) if registry else None
@@ -169,13 +179,20 @@ def _load_statuses(path: pathlib.Path, image: str | None) -> dict[str, tuple[str
 @app.command("report")
 def report_log(
     log: Annotated[pathlib.Path, typer.Argument(help="A BuildKit progress log (rawjson or plain); with --against, also a "
-                                                "build report.json or an explain prediction.", exists=True, dir_okay=False)],
+                                                "build report.json or an explain prediction.")],
     against: Annotated[pathlib.Path | None, typer.Option(help="Another log, or an `explain --format json` prediction: "
-                                                         "show the steps whose hit/miss differs.", exists=True, dir_okay=False)] = None,
+                                                         "show the steps whose hit/miss differs.")] = None,
     image: Annotated[str | None, typer.Option(help="With a prediction listing several images: which one.")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or markdown.")] = OutputFormat.table,
 ) -> None:
     """Read a BuildKit progress log: every Dockerfile step, hit or miss, and its time; or compare two runs."""
+    try:
+        config.check_inputs({"LOG": log, "--against": against, "--image": image})
+        for argument, path in (("LOG", log), ("--against", against)):
+            if path is not None and not path.is_file():
+                raise InputError(argument, f"{path} is not a file")
+    except InputError as error:
+        fail_input(error)
     if against is not None:
         try:
             before, after = _load_statuses(against, image), _load_statuses(log, image)
@@ -240,6 +257,8 @@ def explain(
     from .explain.run import explain_repository
 
     try:
+        config.check_inputs({"--image": image, "--base": base, "--head": head, "--dockerfile": dockerfile, "--context": context,
+                             "--target": target, "--build-arg": build_arg, "--repo": repo})
         results = explain_repository(repo, base, head, image or (), dockerfile, context, target,
                                      dict(pipeline.parse_build_args(build_arg or [])))
     except InputError as error:
@@ -273,7 +292,11 @@ def verify_images(
     from . import verify
 
     try:
-        result = verify.compare_specs(image_a, image_b, username or None, os.environ.get(password_env) if username else None)
+        config.check_inputs({"A": image_a, "B": image_b, "--username": username, "--password-env": password_env})
+        password = os.environ.get(password_env) if username else None
+        if password is not None:
+            config.check_text(password, "--password-env", option_like=True)  # never shown
+        result = verify.compare_specs(image_a, image_b, username or None, password)
     except InputError as error:
         fail_input(error)
     except (PipelineError, OSError, ValueError) as error:
@@ -451,6 +474,10 @@ def verify_determinism(
     Exit 0 when every image is identical, 1 when one differs (the differing files are listed), 2 on bad input.
     It builds twice per image, so it belongs in a nightly or on-demand job.
     """
+    try:
+        config.check_inputs({"--image": images, "--build-arg": build_arg, "--repo": repo, "--work-dir": work_dir})
+    except InputError as error:
+        fail_input(error)
     root = repo.resolve()
     try:
         options = pipeline.PipelineOptions(registry=None, tag_plan=None, images=tuple(images or ()),
@@ -514,6 +541,12 @@ def debug_step(
     from . import debug
     from .model import Output
 
+    try:
+        config.check_inputs({"--image": image, "--step": step, "--at": at, "--base": base, "--exec": exec_command,
+                             "--cache-ref": cache_ref, "--cache-bust": cache_bust, "--build-arg": build_arg, "--repo": repo,
+                             "--work-dir": work_dir})
+    except InputError as error:
+        fail_input(error)
     root = repo.resolve()
     try:
         extra_args = pipeline.parse_build_args(build_arg or [])
@@ -564,7 +597,9 @@ def run() -> None:
     try:
         code = app(standalone_mode=False)
     except UsageError as error:
-        say(f"error: {error.format_message()}")
+        # click repeats the value it refused: as one printable line, and not 120k characters of it.
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in error.format_message())
+        say(f"error: {message[:400]}{'...' if len(message) > 400 else ''}")
         sys.exit(2)
     except typer.Abort:
         sys.exit(130)

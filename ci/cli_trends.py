@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import charts, trends, trends_alerts, trends_github, trends_report
+from . import charts, config, trends, trends_alerts, trends_github, trends_report
 from .errors import InputError, PipelineError
 
 # Wide enough for the table when piped (rich assumes 80 columns without a terminal).
@@ -69,6 +69,13 @@ def trends_command(
     Exit 0 (also with alerts, unless --fail-on-alert), 1 when GitHub cannot be read, 2 on bad input.
     A missing, partial or corrupt report is one line on stderr and the rest is still trended.
     """
+    try:
+        config.check_inputs({"PATHS": paths, "--github": github, "--workflow": workflow, "--branch": branch, "--artifact": artifact,
+                             "--token-env": token_env, "--api-url": api_url, "--download-dir": download_dir, "--current": current,
+                             "--image": images, "--format": output_format, "--chart": chart, "--summary-file": summary_file})
+        config.check_output_files({"--summary-file": summary_file, "--chart": chart})
+    except InputError as error:
+        raise _fail_input(error) from None
     token = os.environ.get(token_env, "") if github else ""
     try:
         if output_format not in ("table", "json", "markdown"):
@@ -87,6 +94,7 @@ def trends_command(
                                           api_url=api_url, quota_bytes=int(quota_gb * 1000**3)).validated()
             if not token.strip():
                 raise InputError("--token-env", f"environment variable {token_env} is empty or not set")
+            config.check_text(token, "--token-env", option_like=True)  # goes into a header; never shown
         elif not 1 <= last <= 1000:
             raise InputError("--last", f"must be between 1 and 1000, got {last}")
         this_run = None

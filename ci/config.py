@@ -17,10 +17,11 @@ Listing any image replaces the defaults (so a repository never inherits ours by 
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import InputError
@@ -28,6 +29,55 @@ from .errors import InputError
 PROJECT = "dimbybot2"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
+
+
+# Every value a person or a workflow gives (options, arguments, values read from the environment)
+# passes here first, in both skins: nothing longer than this, no control character (CR, LF, NUL
+# ...), valid UTF-8 (no surrogate-escaped bytes from a non-UTF-8 argv), and not option-like
+# (`--help`, `-x`, `--`) unless a value may be. Values are never repeated in the error: they can
+# be secrets, or 120k characters long.
+MAX_TEXT = 4096
+_MAX_PATH_PART = 255
+
+
+def check_text(value: str, argument: str, *, limit: int = MAX_TEXT, option_like: bool = False) -> str:
+    """`value` if it is usable text; InputError naming `argument` otherwise."""
+    if len(value) > limit:
+        raise InputError(argument, f"too long ({len(value)} characters, at most {limit})")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        raise InputError(argument, "not valid UTF-8")
+    if bad := next((c for c in value if not c.isprintable() and c != " "), None):
+        raise InputError(argument, f"contains a control character ({ord(bad):#04x}); give one line of text")
+    if not option_like and value.startswith("-"):
+        raise InputError(argument, "looks like an option (starts with '-'); give the value itself")
+    return value
+
+
+def check_path(path: str | os.PathLike[str], argument: str) -> pathlib.Path:
+    """A path given as an option: usable text, and no part longer than a file name may be."""
+    text = check_text(os.fspath(path), argument)
+    if any(len(part) > _MAX_PATH_PART for part in text.split("/")):
+        raise InputError(argument, f"a path component is longer than {_MAX_PATH_PART} characters")
+    return pathlib.Path(text)
+
+
+def check_inputs(values: Mapping[str, object], option_like: Iterable[str] = ()) -> None:
+    """check_text / check_path on every given value (str, path, or a list of them; None and
+    other types are skipped), in order: the first bad one raises InputError naming its argument."""
+    may = set(option_like)
+    for argument, value in values.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, pathlib.PurePath):
+                check_path(item, argument)
+            elif isinstance(item, str):
+                check_text(item, argument, option_like=argument in may)
+
+
+def check_output_files(paths: Mapping[str, pathlib.Path | None]) -> None:
+    """Files written after the work is done: their directory must exist before it starts."""
+    for argument, path in paths.items():
+        if path is not None and (path.is_dir() or not path.resolve().parent.is_dir()):
+            raise InputError(argument, f"{path} is a directory, or its directory does not exist")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
 from . import __version__, cache, debug, gitinfo, pins, progress, render, report, tags
-from .config import ProjectConfig, from_pyproject_text
+from .config import ProjectConfig, check_inputs, from_pyproject_text
 from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
 from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result, plan
@@ -407,6 +407,7 @@ class Dimbybot2:
         images: Annotated[list[str] | None, Doc("Which images (default: all)")] = None,
     ) -> str:
         """Predict which Dockerfile steps will hit or miss the cache from base to head, and why (JSON)."""
+        check_inputs({"--base": base, "--head": head, "--images": images})  # the same checks as the CLI's
         ctr = explain_container(self.source, dag.current_module().source(), base, head, images or [])
         if await ctr.exit_code() != 0:
             raise InputError("--base", (await ctr.stderr()).strip().removeprefix("error: "))
@@ -420,6 +421,7 @@ class Dimbybot2:
         source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH for both builds")] = 0,
     ) -> str:
         """Build the image from the cache and with --no-cache and compare them file by file (JSON); fails when they differ."""
+        check_inputs({"--image": image, "--build-arg": build_arg})
         config = await self._config()
         options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,),
                                   cache=cache.CacheOptions(backend=cache.Backend.ENGINE), source_date_epoch=source_date_epoch,
@@ -511,6 +513,7 @@ class Dimbybot2:
         buildkit: Annotated[dagger.Service | None, Doc(BUILDKIT_DOC)] = None,
     ) -> dagger.Container:
         """Build one image and return it as a Container (try `terminal` on it to debug)."""
+        check_inputs({"--image": image, "--build-arg": build_arg})
         config = await self._config()
         options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,),
                                   cache=cache.CacheOptions(backend=cache.Backend.ENGINE),
@@ -544,6 +547,13 @@ class Dimbybot2:
         buildkit: Annotated[dagger.Service | None, Doc(BUILDKIT_DOC + "; needs --registry")] = None,
     ) -> BuildAndPushResult:
         """Build the images concurrently, export/import their layer cache, push the SHA tag, then move `latest`."""
+        check_inputs({"--registry": registry, "--username": username, "--sha": sha, "--tag": tag, "--cache": cache_backend,
+                      "--cache-mode": cache_mode, "--cache-ref": cache_ref, "--cache-bust": cache_bust, "--images": images,
+                      "--build-arg": build_arg})
+        if registry:  # before the engine is asked anything, as the CLI does
+            tags.validate_registry(registry)
+        if cache_ref:
+            cache.validate_cache_ref(cache_ref)
         started = time.monotonic()
         config = await self._config()
         embedded = not registry
@@ -623,6 +633,10 @@ class Dimbybot2:
         buildkit: Annotated[dagger.Service | None, Doc(BUILDKIT_DOC)] = None,
     ) -> dagger.Container:
         """The build's state just before (or after) one Dockerfile step, from the real build's cache: chain `terminal`."""
+        check_inputs({"--image": image, "--step": step, "--at": at, "--base": base, "--build-arg": build_arg, "--cache": cache_backend,
+                      "--cache-ref": cache_ref, "--cache-bust": cache_bust, "--username": username})
+        if cache_ref:
+            cache.validate_cache_ref(cache_ref)
         config = await self._config()
         options = PipelineOptions(registry=None, tag_plan=None, images=(config.image(image).name,), source_date_epoch=source_date_epoch,
                                   cache=cache.CacheOptions(backend=_backend(cache_backend), bust=cache_bust, cache_ref=cache_ref or None,

@@ -17,8 +17,10 @@ from __future__ import annotations
 import os
 import sys
 
-from .errors import PipelineError
+from .config import check_text
+from .errors import InputError, PipelineError
 from .registry import Registry
+from .tags import validate_host, validate_tag
 
 USAGE = ("usage: python -m ci.registry_cli check [--plain-http] HOST | "
          "retag [--plain-http] HOST REPOSITORY PUSHED_TAG DIGEST TAG...")
@@ -33,6 +35,17 @@ def main(argv: list[str]) -> int:
     verb, *rest = argv or [""]
     plain_http = "--plain-http" in rest
     rest = [a for a in rest if a != "--plain-http"]
+    try:
+        if rest:
+            validate_host(rest[0], "HOST")  # never option-like, never longer than DNS allows
+        if verb == "retag":
+            for argument, value in zip(("REPOSITORY", "PUSHED_TAG", "DIGEST"), rest[1:4], strict=False):
+                check_text(value, argument)
+            for tag in rest[4:]:
+                validate_tag(tag, "TAG")
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if verb == "check" and len(rest) == 1:
         try:
             _registry(rest[0], plain_http).check_auth()

@@ -16,7 +16,9 @@ from ci import deploy
     (["deploy", "--host", "x"], "error: Missing option '--user'."),
     (["build-and-push", "--nope"], "error: No such option: --nope"),
     (["verify-determinism", "--image", "web"], "error: --image: unknown image 'web' (known: bot, lavalink)"),
-    (["report", "/nonexistent"], "error: Invalid value for 'log': file '/nonexistent' does not exist."),
+    (["report", "/nonexistent"], "error: LOG: /nonexistent is not a file"),
+    (["build-and-push", "--cache-ref", "x,registry.insecure=true,ref=evil.invalid/steal"],
+     "error: --cache-ref: 'x,registry.insecure=true,ref=evil.invalid/steal' is not a registry host[:port][/namespace]"),
 ])
 def test_usage_errors_are_one_line_with_exit_2(args: list[str], line: str) -> None:
     result = subprocess.run([sys.executable, "-m", "ci.cli", *args], capture_output=True, text=True)
