@@ -50,3 +50,14 @@ async def test_a_registry_that_is_not_a_host_and_namespace_is_refused_before_the
     with pytest.raises(InputError) as refused:
         await main.Dimbybot2(source=dag.directory()).build_and_push(registry=registry, sha=SHA)  # type: ignore[call-arg]
     assert refused.value.argument == "--registry"
+
+
+@pytest.mark.parametrize("argv", [["check", "--help"], ["check", "-x"], ["check", "a" * 300], ["retag", "--", "me/x", "t", "d", "latest"],
+                                  ["retag", "ghcr.io", "me/x", "t", "d", "bad tag"], ["check", "ghcr.io\nevil"]])
+def test_the_in_pipeline_registry_step_refuses_option_like_or_oversized_hosts_without_calling_out(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from ci import registry_cli
+
+    assert registry_cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
