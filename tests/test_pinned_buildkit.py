@@ -208,3 +208,18 @@ def test_a_lost_gha_blob_takes_the_cold_retry_and_still_pushes(
     described = " ".join(built.result.warnings) + (retry.reason if retry else "")
     assert "sig=" not in described and "se=" not in described
     assert retry is not None or any("ran again" in w for w in built.result.warnings), built.result.warnings
+
+
+def test_a_build_without_an_exporter_runs_every_step_on_the_pinned_buildkit(
+        bin_dir: pathlib.Path, mirror: str, source: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """verify-determinism's warm-up and debug's cut build export nothing: buildctl must then be
+    given no --output at all (buildkitd has no `cacheonly` exporter; an offline check once
+    passed a command that failed on every engine)."""
+    options = PipelineOptions(registry=None, tag_plan=None, images=("lavalink",),
+                              cache=cache.CacheOptions(backend=cache.Backend.ENGINE))
+    (lavalink,) = main.push_plans(config.load(REPO), options, plain_http=False)
+    assert lavalink.request.output.kind == "cacheonly"
+    with pinned_buildkit.running(bin_dir, mirror) as daemon:
+        built = run_exec(daemon, lavalink.request, source, tmp_path / "out", {})
+    assert built.code == 0, built.tail
+    assert built.result.total_steps > 0 and built.misses() == [str(s.label) for s in built.result.log.cacheable]
