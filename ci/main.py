@@ -43,30 +43,40 @@ BUILDKIT_DOC = ("An existing BuildKit instead of one started in the pipeline, as
                 "tcp://localhost:1234 for one on the host running dagger")
 DOCKERFILES = "/dockerfiles"
 
-# Runs buildctl with registry credentials written to a tmpfs (never into a layer or the
-# engine cache), from secret environment variables (never argv).
+# Runs buildctl with registry credentials written to $DOCKER_CONFIG, a tmpfs (never into a
+# layer or the engine cache), from secret environment variables (never argv).
 BUILDCTL_WRAPPER = """set -eu
 if [ -n "${REGISTRY_PASSWORD:-}" ]; then
   auth=$(printf '%s:%s' "$REGISTRY_USERNAME" "$REGISTRY_PASSWORD" | base64 | tr -d '\\n')
-  printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY_HOST" "$auth" > /root/.docker/config.json
+  printf '{"auths":{"%s":{"auth":"%s"}}}' "$REGISTRY_HOST" "$auth" > "$DOCKER_CONFIG/config.json"
 fi
 exec "$@"
 """
+DOCKER_CONFIG = "/root/.docker"
 
 
-def buildkit_service(state_key: str = "dimbybot2-buildkit-state", registry: dagger.Service | None = None) -> dagger.Service:
-    """buildkitd from the pinned image, its state on a cache volume (the `engine` cache).
+STATE_KEY = "dimbybot2-buildkit-state"
+
+
+def buildkit_service(state_key: str | None = STATE_KEY, registry: dagger.Service | None = None) -> dagger.Service:
+    """buildkitd from the pinned image, its state on a cache volume (the `engine` cache), or on
+    a tmpfs that goes with the service when `state_key` is None.
 
     The volume is mounted LOCKED: cache volumes are shared by default, and a second buildkitd
     on the same state (another call on the same engine) would fail on `buildkitd.lock`; locked,
     it waits for the first to stop. The registry binding is for buildkitd itself: it pushes.
+
+    Only a build whose cache lives in the engine keeps state: buildkitd records every build's
+    cache-import attributes, a gha runtime token included, in its history database (BuildKit
+    v0.26 client/solve.go passes them as the frontend's `cache-imports`; shown for real in
+    tests/test_pinned_buildkit.py), and a volume would keep that on the engine's disk.
     """
-    ctr = (
-        dag.container()
-        .from_(pins.BUILDKIT_IMAGE)
-        .with_mounted_cache("/var/lib/buildkit", dag.cache_volume(state_key), sharing=dagger.CacheSharingMode.LOCKED)
-        .with_exposed_port(BUILDKIT_PORT)
-    )
+    ctr = dag.container().from_(pins.BUILDKIT_IMAGE)
+    if state_key is None:
+        ctr = ctr.with_mounted_temp("/var/lib/buildkit")
+    else:
+        ctr = ctr.with_mounted_cache("/var/lib/buildkit", dag.cache_volume(state_key), sharing=dagger.CacheSharingMode.LOCKED)
+    ctr = ctr.with_exposed_port(BUILDKIT_PORT)
     if registry is not None:
         ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
     # buildkitd needs root capabilities to create its own containers and mounts.
@@ -123,7 +133,8 @@ def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: C
         dag.container()
         .from_(pins.BUILDKIT_IMAGE)
         .with_directory(SRC, source)
-        .with_mounted_temp("/root/.docker")
+        .with_mounted_temp(DOCKER_CONFIG)
+        .with_env_variable("DOCKER_CONFIG", DOCKER_CONFIG)
         .with_env_variable("BUILDKIT_HOST", buildkit_host or f"tcp://{BUILDKIT_ALIAS}:{BUILDKIT_PORT}")
     )
     if dockerfiles is not None:
@@ -148,9 +159,23 @@ def buildctl_container(request: BuildRequest, source: dagger.Directory, creds: C
 def with_buildctl(ctr: dagger.Container, request: BuildRequest) -> dagger.Container:
     """Runs the rendered buildctl build; stderr (rawjson progress, then buildctl's own
     error lines) goes to /out/progress.json and never fails the exec: the caller reads it."""
-    argv = render.buildctl(request, root=SRC, metadata_file=f"{OUT}/metadata.json")
-    return ctr.with_exec(["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper", *argv],
-                         redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
+    return ctr.with_exec(buildctl_command(request), redirect_stderr=f"{OUT}/progress.json", expect=dagger.ReturnType.ANY)
+
+
+def buildctl_command(request: BuildRequest, root: str = SRC, out: str = OUT) -> list[str]:
+    """The exec that builds one image on the Dagger path: the credential wrapper around the
+    rendered buildctl build. Pure, so the pinned BuildKit runs exactly this in the tests
+    (tests/test_pinned_buildkit.py) with the source at `root` and results in `out`."""
+    argv = render.buildctl(request, root=root, metadata_file=f"{out}/metadata.json")
+    return ["sh", "-c", BUILDCTL_WRAPPER, "buildctl-wrapper", *argv]
+
+
+def push_plans(config: ProjectConfig, options: PipelineOptions, plain_http: bool) -> list[ImagePlan]:
+    """The plans build-and-push runs: validated (InputError before anything runs), each push
+    told whether its registry speaks plain HTTP."""
+    return [dataclasses.replace(p, request=dataclasses.replace(
+        p.request, output=dataclasses.replace(p.request.output, insecure=plain_http)))
+        for p in plan(config, options, images_argument="--images")]
 
 
 # BuildKit's progress as a log and buildctl's last words, signed URLs' signatures removed: the
@@ -570,15 +595,13 @@ class Dimbybot2:
             # conflicts with unpacking into the image store): the pushed image is reproducible.
             rewrite_timestamp=True,
         )
-        plans = plan(config, options, images_argument="--images")  # every input is validated before anything runs
-        if embedded and buildkit is not None:
-            raise InputError("--buildkit", f"an external BuildKit cannot push to the registry started in the pipeline "
-                                           f"({EMBEDDED_REGISTRY} resolves only inside it): give --registry too")
         host = tags.registry_host(registry)
         # One decision for the push (registry.insecure) and every registry call after it.
         plain_http = tags.plain_http(host, insecure=embedded)
-        plans = [dataclasses.replace(p, request=dataclasses.replace(
-            p.request, output=dataclasses.replace(p.request.output, insecure=plain_http))) for p in plans]
+        plans = push_plans(config, options, plain_http)  # every input is validated before anything runs
+        if embedded and buildkit is not None:
+            raise InputError("--buildkit", f"an external BuildKit cannot push to the registry started in the pipeline "
+                                           f"({EMBEDDED_REGISTRY} resolves only inside it): give --registry too")
         creds = Credentials(registry_host=host, username=username or None, password=password,
                             gha_token=gha_token, gha_results_url=gha_results_url)
         call_id = new_call_id()
@@ -592,7 +615,7 @@ class Dimbybot2:
         # idle service is stopped after ~10 s (a slow step would meet a fresh, empty one).
         registry_svc = await registry_service().start() if embedded else None
         try:
-            builder = await _buildkit(buildkit, registry_svc)
+            builder = await _buildkit(buildkit, registry_svc, cache.resolve(options.cache))
             results: dict[str, ImageResult] = {}
 
             async def one(image_plan: ImagePlan) -> None:
@@ -651,7 +674,7 @@ class Dimbybot2:
             print(line, file=sys.stderr)
         creds = Credentials(registry_host=cache_ref.split("/", 1)[0] if cache_ref else None, username=username or None,
                             password=password, gha_token=gha_token, gha_results_url=gha_results_url)
-        builder = await _buildkit(buildkit)
+        builder = await _buildkit(buildkit, backend=cache.resolve(options.cache))
         ctr = await _pure_build(lambda call_id: debug_build_container(image_plan.request, prepared, self.source, creds, *builder,
                                                                       call_id=call_id), f"the build up to {prepared.cut.label}")
         state = dag.container().import_(ctr.file(f"{OUT}/image.tar"))
@@ -709,11 +732,13 @@ async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: da
     return result
 
 
-async def _buildkit(external: dagger.Service | None, registry: dagger.Service | None = None) -> tuple[dagger.Service, str | None]:
+async def _buildkit(external: dagger.Service | None, registry: dagger.Service | None = None,
+                   backend: cache.Backend = cache.Backend.ENGINE) -> tuple[dagger.Service, str | None]:
     """The BuildKit to bind and the address buildctl dials: the in-pipeline one (which
-    reaches `registry`), or an external one given as a service (its first port)."""
+    reaches `registry`; its state kept only for the engine cache), or an external one given
+    as a service (its first port)."""
     if external is None:
-        return buildkit_service(registry=registry), None
+        return buildkit_service(state_key=STATE_KEY if backend is cache.Backend.ENGINE else None, registry=registry), None
     port = (await external.endpoint()).rsplit(":", 1)[-1]
     return external, f"tcp://{BUILDKIT_ALIAS}:{port}"
 

@@ -93,6 +93,21 @@ def test_buildkit_service_uses_the_pinned_image_state_volume_and_root_capabiliti
     assert (major, minor) >= (0, 26)
 
 
+async def test_buildkit_keeps_state_on_the_engine_only_for_the_engine_cache() -> None:
+    """BuildKit writes a build's cache-import attributes (the gha token among them) into its
+    history database: tests/test_pinned_buildkit.py shows that on the pinned BuildKit. So only
+    the engine backend, which carries no token, keeps buildkitd's state on a volume; the others
+    give it a tmpfs that goes with the service. Offline: no engine can run here."""
+    def state_mounts(backend: cache.Backend) -> list[tuple[str, dict[str, object]]]:
+        service = main.buildkit_service(state_key=main.STATE_KEY if backend is cache.Backend.ENGINE else None)
+        return [(name, args) for name, args in selections(service) if args.get("path") == "/var/lib/buildkit"]
+
+    assert [name for name, _ in state_mounts(cache.Backend.ENGINE)] == ["withMountedCache"]
+    for backend in (cache.Backend.GHA, cache.Backend.REGISTRY, cache.Backend.NONE):
+        assert [name for name, _ in state_mounts(backend)] == ["withMountedTemp"], backend
+    gha_builder, _ = await main._buildkit(None, backend=cache.Backend.GHA)
+    assert not [name for name, _ in selections(gha_builder) if name == "withMountedCache"]
+
 def test_buildctl_container_gets_secrets_as_secret_variables_and_the_rendered_argv() -> None:
     creds = main.Credentials(registry_host="ghcr.io", username="me", password=dag.set_secret("pw", "hunter2"),
                              gha_token=dag.set_secret("t", "tok-value"), gha_results_url=dag.set_secret("u", "https://results"))
