@@ -186,9 +186,9 @@ deploy_main() {
   # A private DOCKER_CONFIG holding only this registry's auth: no `docker login` (so no
   # credential helper is picked and nothing is stored elsewhere), and the user's CLI plugins
   # (docker compose may live there) and current context are kept.
-  # write_docker_config DIR PASSWORD CONTEXT (the job writes it once it holds the lock).
+  # write_docker_config DIR PASSWORD CONTEXT USER_CONFIG (the job writes it once it holds the lock).
   write_docker_config() {
-    local target=$1 password=$2 context=$3 user_config=${DOCKER_CONFIG:-$HOME/.docker} auths=""
+    local target=$1 password=$2 context=$3 user_config=$4 auths=""
     mkdir -m 700 "$target" || return 1
     [[ -d "$user_config/cli-plugins" ]] && ln -s "$user_config/cli-plugins" "$target/cli-plugins"
     [[ -d "$user_config/contexts" ]] && ln -s "$user_config/contexts" "$target/contexts"
@@ -230,6 +230,7 @@ deploy_main() {
     exec 3<&-
     echo "$$" >"$dir/pid"
     cd "$DEPLOY_DIR" || exit 4
+    local user_config=${DOCKER_CONFIG:-$HOME/.docker}  # the user's (its CLI plugins and contexts stay visible)
     export DOCKER_CONFIG="$dir/docker"
     local timeout=${DEPLOY_TIMEOUT:-180} lock_wait=${DEPLOY_LOCK_WAIT:-600} pull_timeout=${DEPLOY_PULL_TIMEOUT:-900}
     local commit=${DEPLOY_COMMIT:-$DEPLOY_TAG} report="$dir/report" history="$DEPLOY_DIR/.deploy.history"
@@ -260,7 +261,7 @@ deploy_main() {
     started=1
     printf '%s start %s pid %s job %s\n' "$(now)" "$DEPLOY_TAG" "$$" "$DEPLOY_JOB" >>"$history"
     # Only now, holding the lock, does the registry password reach a file (removed when the job ends).
-    write_docker_config "$dir/docker" "$registry_password" "${DEPLOY_CONTEXT:-default}" \
+    write_docker_config "$dir/docker" "$registry_password" "${DEPLOY_CONTEXT:-default}" "$user_config" \
       || finish 2 refused "cannot write the job's docker config in $dir"
     registry_password=""
 
