@@ -11,6 +11,14 @@ of the request carries no Authorization (urllib would copy it), and a Bearer cha
 gets the Basic credentials only over HTTPS, or over plain HTTP when the registry itself is
 spoken to over plain HTTP and the realm is on a host tags.plain_http allows. Whatever the
 registry or the token service answers, a failure is one PipelineError line.
+
+Tokens (ghcr.io's way: a token service answering `{"token", "expires_in"}` for a scope such as
+`repository:owner/name:pull,push`) are kept per scope until shortly before they expire, and a
+401 on a token that was thought good (revoked, or a clock that disagrees) gets one fresh token
+and one more try. Throttling and passing faults (429, 500, 502, 503, 504) are retried a bounded
+number of times with exponential backoff, honouring Retry-After up to `max_wait` seconds; then
+the call fails with one line naming the registry and the last status. Every request retried is
+idempotent (GET, or a manifest PUT of the same bytes under the same tag).
 """
 
 from __future__ import annotations
@@ -21,10 +29,12 @@ import hashlib
 import http.client
 import json
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .errors import PipelineError
@@ -39,8 +49,40 @@ MANIFEST_TYPES = ", ".join([
 ])
 
 
+# Statuses worth another try: throttling and a registry (or its front) passing a fault on.
+TRANSIENT = frozenset({429, 500, 502, 503, 504})
+# A token is not sent in its last seconds (or last tenth of its life, if that is shorter).
+TOKEN_MARGIN = 10.0
+# Token services that say nothing of the lifetime: Docker's token spec says 60 s.
+DEFAULT_TOKEN_SECONDS = 60.0
+
+
 class RegistryAuthError(PipelineError):
     """The registry refused the credentials."""
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), if it is readable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _scope_key(method: str, path: str) -> str:
+    """Which token a request needs: the repository and whether it writes ("" for the API root)."""
+    match = re.match(r"^/(.+?)/(?:manifests|blobs|tags)/", path)
+    if not match:
+        return ""
+    return f"{match.group(1)}:{'pull' if method in ('GET', 'HEAD') else 'push'}"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -80,7 +122,13 @@ class Registry:
     password: str | None = dataclasses.field(default=None, repr=False)
     timeout: float = 30.0
     insecure: bool = False  # known to speak plain HTTP only (see tags.plain_http)
-    _token: str | None = dataclasses.field(default=None, repr=False)
+    attempts: int = 4  # tries of one request when the answer is transient (TRANSIENT)
+    backoff: float = 0.5  # seconds before the second try; doubled for each further one
+    max_wait: float = 30.0  # the longest wait before a retry, whatever Retry-After asks
+    # Bearer tokens by _scope_key: (token, monotonic time after which it is not sent).
+    _tokens: dict[str, tuple[str, float]] = dataclasses.field(default_factory=dict, repr=False)
+    token_fetches: int = dataclasses.field(default=0, repr=False)  # how many the token service issued
+    retries: int = dataclasses.field(default=0, repr=False)  # transient answers retried so far
 
     @property
     def base(self) -> str:
@@ -122,15 +170,41 @@ class Registry:
         except (OSError, ValueError, http.client.HTTPException) as err:
             raise PipelineError(f"registry {self.host}: {request.get_method()} failed: {_line(str(err)) or type(err).__name__}") from None
 
-    def _fetch_token(self, challenge: str) -> None:
+    def _wait(self, attempt: int, retry_after: str | None) -> float:
+        asked = _retry_after(retry_after)
+        seconds = asked if asked is not None else self.backoff * 2 ** (attempt - 1)
+        return min(max(seconds, 0.0), self.max_wait)
+
+    def _transient(self, err: urllib.error.HTTPError, attempt: int) -> bool:
+        """Wait and say True when `err` is worth another try and tries are left."""
+        if err.code not in TRANSIENT or attempt >= self.attempts:
+            return False
+        retry_after = err.headers.get("Retry-After") if err.headers is not None else None
+        self.retries += 1
+        time.sleep(self._wait(attempt, retry_after))
+        return True
+
+    def _fetch_token(self, challenge: str) -> tuple[str, float]:
+        """A token for the challenge's scope and the monotonic time to stop sending it."""
         realm, params = self._realm(challenge)
-        request = urllib.request.Request(realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params))
-        if basic := self._basic():
-            request.add_unredirected_header("Authorization", basic)
-        try:
-            _, _, raw = self._open(request)
-        except urllib.error.HTTPError as err:
-            raise RegistryAuthError(f"registry {self.host} refused the credentials (token service HTTP {err.code})") from None
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(params)
+        attempt = 0
+        while True:
+            attempt += 1
+            request = urllib.request.Request(url)
+            if basic := self._basic():
+                request.add_unredirected_header("Authorization", basic)
+            try:
+                _, _, raw = self._open(request)
+                break
+            except urllib.error.HTTPError as err:
+                if self._transient(err, attempt):
+                    continue
+                if err.code in TRANSIENT:
+                    raise PipelineError(f"registry {self.host}: the token service answered HTTP {err.code} "
+                                        f"after {attempt} attempts") from None
+                raise RegistryAuthError(f"registry {self.host} refused the credentials (token service HTTP {err.code})") from None
+        started = time.monotonic()
         try:
             body = json.loads(raw)
         except ValueError:
@@ -138,35 +212,73 @@ class Registry:
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not isinstance(token, str) or not token or not all(33 <= ord(c) < 127 for c in token):
             raise RegistryAuthError(f"registry {self.host}: the token service answered no usable token")
-        self._token = token
+        lifetime = body.get("expires_in") if isinstance(body, dict) else None
+        seconds = float(lifetime) if isinstance(lifetime, int | float) and not isinstance(lifetime, bool) and 0 < lifetime < 1e9 \
+            else DEFAULT_TOKEN_SECONDS
+        self.token_fetches += 1
+        return token, started + seconds - min(TOKEN_MARGIN, seconds / 10)
+
+    def _token_for(self, key: str) -> str | None:
+        token, until = self._tokens.get(key, ("", 0.0))
+        if token and time.monotonic() < until:
+            return token
+        self._tokens.pop(key, None)
+        return None
 
     def _call(self, method: str, path: str, body: bytes | None = None,
-              headers: dict[str, str] | None = None, retry: bool = True) -> tuple[int, dict[str, str], bytes]:
-        request = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
-        # Unredirected: _AuthStaysInOrigin passes it on only within the registry's origin.
-        if self._token:
-            request.add_unredirected_header("Authorization", f"Bearer {self._token}")
-        elif basic := self._basic():
-            request.add_unredirected_header("Authorization", basic)
-        try:
-            return self._open(request)
-        except urllib.error.HTTPError as err:
-            challenge = (err.headers.get("WWW-Authenticate", "") if err.headers is not None else "") or ""
-            if err.code == 401 and retry and challenge.lower().startswith("bearer"):
-                self._fetch_token(challenge)
-                return self._call(method, path, body, headers, retry=False)
-            if err.code == 401:
-                who = f"user {self.username!r}" if self.username else "anonymous access"
-                raise RegistryAuthError(f"registry {self.host} refused {who} (HTTP 401)") from None
+              headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        key = _scope_key(method, path)
+        token = self._token_for(key)
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            request = urllib.request.Request(self.base + path, data=body, method=method, headers=headers or {})
+            # Unredirected: _AuthStaysInOrigin passes it on only within the registry's origin.
+            if token:
+                request.add_unredirected_header("Authorization", f"Bearer {token}")
+            elif basic := self._basic():
+                request.add_unredirected_header("Authorization", basic)
             try:
-                detail = _line(err.read()[:300].decode("utf-8", "replace"))
-            except (OSError, http.client.HTTPException):
-                detail = ""
-            raise PipelineError(f"registry {self.host}: {method} {path} answered HTTP {err.code}: {detail}") from None
+                return self._open(request)
+            except urllib.error.HTTPError as err:
+                challenge = (err.headers.get("WWW-Authenticate", "") if err.headers is not None else "") or ""
+                if err.code == 401 and not refreshed and challenge.lower().startswith("bearer"):
+                    # No token yet, an expired one, or one for too small a scope: one fresh token.
+                    self._tokens.pop(key, None)
+                    token, until = self._fetch_token(challenge)
+                    self._tokens[key] = (token, until)
+                    refreshed = True
+                    attempt -= 1  # a token fetch is not a transient fault
+                    continue
+                if err.code == 401:
+                    who = f"user {self.username!r}" if self.username else "anonymous access"
+                    raise RegistryAuthError(f"registry {self.host} refused {who} (HTTP 401)") from None
+                if self._transient(err, attempt):
+                    continue
+                try:
+                    detail = _line(err.read()[:300].decode("utf-8", "replace"))
+                except (OSError, http.client.HTTPException):
+                    detail = ""
+                after = f" after {attempt} attempts" if err.code in TRANSIENT else ""
+                raise PipelineError(f"registry {self.host}: {method} {path} answered HTTP {err.code}{after}: {detail}") from None
 
-    def check_auth(self) -> None:
-        """Raise RegistryAuthError now rather than after a long build."""
+    def check_auth(self, repositories: Iterable[str] = ()) -> None:
+        """Raise RegistryAuthError now rather than after a long build.
+
+        The API root says only whether the credentials are good (a token registry answers it
+        for any valid token, whatever it may do). For each of `repositories` the client also
+        asks for what a push needs: it starts a blob upload there (the registry grants that
+        only with push access), so a pull-only user or token is refused here too. Nothing is
+        written: the upload is never completed, and registries drop abandoned uploads
+        (cancelling it would need `delete` access, which a pushing token need not have).
+        go-containerregistry's remote.CheckPushPermission checks the same way."""
         self._call("GET", "/")
+        for repository in repositories:
+            try:
+                self._call("POST", f"/{repository}/blobs/uploads/")
+            except RegistryAuthError as err:
+                raise RegistryAuthError(f"{err} when asked for push access to {repository}") from None
 
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str, str]:
         """(body, media type, digest) of a tag or digest."""

@@ -1,7 +1,7 @@
 """Registry steps inside the pipeline (standard library only):
 
-  python -m ci.registry_cli check [--plain-http] HOST
-      are the credentials (or anonymous access) accepted?
+  python -m ci.registry_cli check [--plain-http] HOST [REPOSITORY...]
+      are the credentials (or anonymous access) accepted, and may they push to each REPOSITORY?
   python -m ci.registry_cli retag [--plain-http] HOST REPOSITORY PUSHED_TAG DIGEST TAG...
       confirm PUSHED_TAG resolves to DIGEST (what the build reported), then move each TAG to it
 
@@ -22,7 +22,7 @@ from .errors import InputError, PipelineError
 from .registry import Registry
 from .tags import validate_host, validate_tag
 
-USAGE = ("usage: python -m ci.registry_cli check [--plain-http] HOST | "
+USAGE = ("usage: python -m ci.registry_cli check [--plain-http] HOST [REPOSITORY...] | "
          "retag [--plain-http] HOST REPOSITORY PUSHED_TAG DIGEST TAG...")
 
 
@@ -38,6 +38,9 @@ def main(argv: list[str]) -> int:
     try:
         if rest:
             validate_host(rest[0], "HOST")  # never option-like, never longer than DNS allows
+        if verb == "check":
+            for value in rest[1:]:
+                check_text(value, "REPOSITORY")
         if verb == "retag":
             for argument, value in zip(("REPOSITORY", "PUSHED_TAG", "DIGEST"), rest[1:4], strict=False):
                 check_text(value, argument)
@@ -46,9 +49,9 @@ def main(argv: list[str]) -> int:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if verb == "check" and len(rest) == 1:
+    if verb == "check" and rest:
         try:
-            _registry(rest[0], plain_http).check_auth()
+            _registry(rest[0], plain_http).check_auth(rest[1:])
         except PipelineError as err:
             print(f"--password: {err}", file=sys.stderr)
             return 1
