@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -183,3 +185,52 @@ def test_cached_tokens_are_reused_per_scope_until_they_expire(registry: TokenReg
     ci.promote(repository, SHA1, digest, ["a", "b", "c", "latest"])
     # one for pull, one for push: the four moves and read-backs reuse them
     assert ci.token_fetches == 2
+
+
+def build_and_push(root: pathlib.Path, registry: TokenRegistry, docker_host: str, user: str, password: str,
+                   *args: str) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import LOCAL_BASES
+
+    env = {k: v for k, v in os.environ.items() if k not in ("REGISTRY_PASSWORD", "ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL")}
+    env.update({"PATH": "/usr/bin:" + os.environ["PATH"], "DOCKER_HOST": docker_host, "REGISTRY_PASSWORD": password})
+    base_args = [arg for key, value in LOCAL_BASES for arg in ("--build-arg", f"{key}={value}")]
+    return subprocess.run([sys.executable, "-m", "ci.cli", "build-and-push", "--repo", str(root), *base_args,
+                           "--registry", f"{registry.host}/{OWNER}", "--username", user, "--image", "lavalink",
+                           "--format", "json", *args], capture_output=True, text=True, env=env, cwd=root, timeout=900)
+
+
+@pytest.mark.docker
+def test_buildkit_pushes_through_the_local_driver_and_the_tags_move_after_the_token_expired(
+        registry: TokenRegistry, repo_copy: pathlib.Path, fresh_docker: Any) -> None:
+    """Real BuildKit (buildx, a private dockerd) gets its own tokens from the token service and
+    pushes; the check's tokens (2 s) are dead by the time the tags move, and the client fetches
+    new ones."""
+    registry.tokens.expires_in = 2
+    (repo_copy / "Lavalink" / "application.yml").write_text(
+        (repo_copy / "Lavalink" / "application.yml").read_text() + f"# {uuid.uuid4()}\n")
+    before = len(registry.tokens.issued)
+    result = build_and_push(repo_copy, registry, fresh_docker.host, CI_USER, CI_PASSWORD, "--sha", SHA1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert CI_PASSWORD not in result.stdout + result.stderr
+    (image,) = json.loads(result.stdout)["images"]
+    repository = f"{OWNER}/dimbybot2-lavalink"
+    check = client(registry)
+    assert check.digest(repository, SHA1) == check.digest(repository, "latest") == image["digest"]
+    issued = registry.tokens.issued[before:]
+    assert any("Python-urllib" not in i.user_agent and i.status == 200 for i in issued)  # BuildKit's (buildx's) own
+    assert image["duration"] > 2  # the build outlived the check's tokens
+    python = [i for i in issued if "Python-urllib" in i.user_agent]
+    # the check's (API root, push access), then the tag moves' fresh ones (pull, push)
+    assert len(python) >= 4 and all(i.status == 200 for i in python)
+
+
+@pytest.mark.docker
+def test_a_wrong_password_through_build_and_push_is_one_line_and_pushes_nothing(
+        registry: TokenRegistry, repo_copy: pathlib.Path, fresh_docker: Any) -> None:
+    work = repo_copy / "work"
+    result = build_and_push(repo_copy, registry, fresh_docker.host, CI_USER, "wrong-password", "--sha", SHA2, "--work-dir", str(work))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: registry {registry.host} refused the credentials (token service HTTP 401)"]
+    assert not work.exists()  # no build started
+    with pytest.raises(PipelineError):
+        client(registry).digest(f"{OWNER}/dimbybot2-lavalink", SHA2)
