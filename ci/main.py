@@ -7,6 +7,7 @@ recorded selections). Every decision — images, cache specs, tags, argv — com
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import sys
@@ -88,6 +89,19 @@ def registry_service() -> dagger.Service:
     container: build-and-push starts it for the whole call (an idle service is stopped after
     about 10 s, and the next binding would meet a fresh, empty one)."""
     return dag.container().from_(pins.REGISTRY_IMAGE).with_exposed_port(5000).as_service(use_entrypoint=True)
+
+
+# The one seam between a module call and an SDK client: inside `dagger call` the module's own
+# source comes from the engine (dag.current_module()); a client session (the tests, which drive
+# these functions on a real engine without the SDK's module runtime) has no current module and
+# sets this to the same directory, filtered by dagger.json's include. Nothing else differs.
+MODULE_SOURCE: contextvars.ContextVar[dagger.Directory | None] = contextvars.ContextVar("module_source", default=None)
+
+
+def module_source() -> dagger.Directory:
+    """The module's own source (ci/, deploy/), as the engine loaded it."""
+    given = MODULE_SOURCE.get()
+    return given if given is not None else dag.current_module().source()
 
 
 def new_call_id() -> str:
@@ -433,7 +447,7 @@ class Dimbybot2:
     ) -> str:
         """Predict which Dockerfile steps will hit or miss the cache from base to head, and why (JSON)."""
         check_inputs({"--base": base, "--head": head, "--images": images})  # the same checks as the CLI's
-        ctr = explain_container(self.source, dag.current_module().source(), base, head, images or [])
+        ctr = explain_container(self.source, module_source(), base, head, images or [])
         if await ctr.exit_code() != 0:
             raise InputError("--base", (await ctr.stderr()).strip().removeprefix("error: "))
         return await ctr.stdout()
@@ -465,7 +479,7 @@ class Dimbybot2:
                 request, self.source, Credentials(), buildkit, call_id=call_id)
             logs[name] = await _check_build(ctr, f"{name} build of {image}")
             exports[name] = ctr.file(f"{OUT}/image.tar")
-        compared = compare_container(dag.current_module().source(), exports["cached"], exports["uncached"], call_id)
+        compared = compare_container(module_source(), exports["cached"], exports["uncached"], call_id)
         code = await compared.exit_code()
         if code == 2:
             raise InputError("--image", (await compared.stderr()).strip())
@@ -513,7 +527,7 @@ class Dimbybot2:
                 "--repo", "/repo", "--out", OUT] + (["--commit", commit] if commit else []) + (["--force"] if force else [])
         args += [arg for pin in pins for arg in ("--digest", f"{pin.name}={pin.digest}")]
         args += ["--move-latest"] if latest_password is not None else []
-        ctr = deploy_container(dag.current_module().source(), self.source.file("compose.yaml"), ssh_key, known_hosts,
+        ctr = deploy_container(module_source(), self.source.file("compose.yaml"), ssh_key, known_hosts,
                                password, args, timeout, new_call_id(), repo=self.source, webhook=discord_webhook,
                                latest_password=latest_password, smoke_track=smoke_track)
         await ctr.exit_code()
@@ -605,9 +619,9 @@ class Dimbybot2:
         creds = Credentials(registry_host=host, username=username or None, password=password,
                             gha_token=gha_token, gha_results_url=gha_results_url)
         call_id = new_call_id()
-        module_source = dag.current_module().source()
+        own_source = module_source()
         if not embedded:  # wrong credentials (or anonymous access refused) fail here, before any build or push
-            check = registry_check_container(module_source, host, creds, call_id, plain_http)
+            check = registry_check_container(own_source, host, creds, call_id, plain_http)
             if await check.exit_code() != 0:
                 raise InputError("--password" if password is not None else "--registry",
                                  _last_line(await check.stderr()).removeprefix("--password: "))
@@ -620,7 +634,7 @@ class Dimbybot2:
 
             async def one(image_plan: ImagePlan) -> None:
                 results[image_plan.image.name] = await _build_one(
-                    image_plan, self.source, creds, builder, registry_svc, module_source, call_id)
+                    image_plan, self.source, creds, builder, registry_svc, own_source, call_id)
 
             async with anyio.create_task_group() as group:
                 for image_plan in plans:
@@ -666,7 +680,7 @@ class Dimbybot2:
                                                            gha_tokens=gha_token is not None and gha_results_url is not None),
                                   build_args=_build_args(build_arg))
         (image_plan,) = plan(config, options)
-        planned = debug_plan_container(self.source, dag.current_module().source(), image, step, at, base, build_arg or [])
+        planned = debug_plan_container(self.source, module_source(), image, step, at, base, build_arg or [])
         if await planned.exit_code() != 0:
             raise _tool_error(await planned.stderr())
         prepared = debug.DebugPlan.from_dict(json.loads(await planned.stdout()))

@@ -1,0 +1,134 @@
+"""A real Dagger engine for the tests: built from the Go module proxy (tests/engine/build-dagger.sh:
+v0.21.8 with stand-ins for the five modules the proxy refuses), in the image
+tests/engine/build-image.sh makes, started the way a user's machine starts one: a privileged
+container with its state on a named volume, the CLI pointed at it with
+_EXPERIMENTAL_DAGGER_RUNNER_HOST, telemetry and update checks off.
+
+The mirror registry (tests/images/build-mirror.sh, stand-ins for docker.io's and ghcr.io's
+images under their upstream names) is served read-only on 127.0.0.1:5000 inside the engine's
+own network namespace (a second container sharing it), where the engine's engine.json points
+its mirrors. Nothing listens outside that namespace.
+
+The Python SDK drives the module's functions as a client of this engine (the SDK's module
+runtime, what `dagger call` needs, is on no registry reachable here): `connected()` opens a
+session and sets ci.main.MODULE_SOURCE, the one seam, to the module's own source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+HERE = pathlib.Path(__file__).resolve().parent
+DOCKER = "/usr/bin/docker"
+MIRROR_CONFIG = """version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: /var/lib/registry}, maintenance: {readonly: {enabled: true}}}
+http: {addr: 127.0.0.1:5000}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    name: str
+    bin_dir: pathlib.Path
+    volume: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a shell (or the SDK) needs to use this engine."""
+        return {**os.environ, "_EXPERIMENTAL_DAGGER_RUNNER_HOST": f"docker-container://{self.name}",
+                "_EXPERIMENTAL_DAGGER_CLI_BIN": str(self.bin_dir / "dagger"),
+                "PATH": f"/usr/bin:{os.environ.get('PATH', '')}",
+                "DO_NOT_TRACK": "1", "DAGGER_NO_UPDATE_CHECK": "1", "DAGGER_NO_NAG": "1"}
+
+    def cli(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.bin_dir / "dagger"), "--progress=plain", *args], env=self.env,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([DOCKER, *args], capture_output=True, text=True, check=check, timeout=300)
+
+
+def build() -> tuple[pathlib.Path, str]:
+    """The engine's binaries and image (both idempotent: quick once built)."""
+    done = subprocess.run(["bash", str(HERE / "engine" / "build-dagger.sh")], capture_output=True, text=True, timeout=3600)
+    if done.returncode:
+        raise RuntimeError(f"tests/engine/build-dagger.sh failed: {done.stderr.strip()[-3000:]}")
+    bin_dir = pathlib.Path(done.stdout.strip().splitlines()[-1])
+    image = subprocess.run(["bash", str(HERE / "engine" / "build-image.sh"), str(bin_dir)], capture_output=True, text=True, timeout=1800)
+    if image.returncode:
+        raise RuntimeError(f"tests/engine/build-image.sh failed: {image.stderr.strip()[-3000:]}")
+    return bin_dir, image.stdout.strip().splitlines()[-1]
+
+
+@contextlib.contextmanager
+def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, volume: str | None = None) -> Iterator[Engine]:
+    """A started engine (a new state volume unless one is named: a fresh runner's engine), the
+    mirror beside it; both containers, the network and a new volume removed afterwards."""
+    suffix = uuid.uuid4().hex[:8]
+    name, network = f"dimbybot2-engine-{suffix}", f"dimbybot2-engine-net-{suffix}"
+    own_volume = volume is None
+    volume = volume or f"dimbybot2-engine-state-{suffix}"
+    with tempfile.TemporaryDirectory(prefix="dimbybot2-engine-") as tmp:
+        config = pathlib.Path(tmp) / "mirror.yml"
+        config.write_text(MIRROR_CONFIG)
+        config.chmod(0o644)
+        _run("network", "create", network)
+        try:
+            _run("run", "-d", "--name", name, "--privileged", "--network", network, "-v", f"{volume}:/var/lib/dagger", image)
+            _run("run", "-d", "--name", f"{name}-mirror", "--network", f"container:{name}",
+                 "-v", f"{mirror_storage}:/var/lib/registry:ro", "-v", "/usr/bin/docker-registry:/usr/bin/docker-registry:ro",
+                 "-v", f"{config}:/etc/mirror.yml:ro", "--entrypoint", "/usr/bin/docker-registry",
+                 "dimbybot2-test/debian:bookworm", "serve", "/etc/mirror.yml")
+            engine = Engine(name=name, bin_dir=bin_dir, volume=volume)
+            deadline = time.monotonic() + 120
+            while True:
+                probe = engine.cli("core", "version", timeout=60)
+                if probe.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    logs = _run("logs", "--tail", "40", name, check=False)
+                    raise RuntimeError(f"the engine did not answer: {probe.stderr[-1500:]}\n{logs.stdout[-1500:]}{logs.stderr[-1500:]}")
+                time.sleep(1)
+            yield engine
+        finally:
+            # A graceful stop keeps the state volume clean for a later engine on it.
+            _run("stop", "-t", "30", name, check=False)
+            _run("rm", "-f", f"{name}-mirror", name, check=False)
+            if own_volume:
+                _run("volume", "rm", "-f", volume, check=False)
+            _run("network", "rm", network, check=False)
+
+
+@contextlib.asynccontextmanager
+async def connected(engine: Engine, module_source: pathlib.Path) -> AsyncIterator[None]:
+    """An SDK session on `engine`, with ci.main.MODULE_SOURCE set to `module_source` as the
+    engine would load it (the seam for `dag.current_module()`)."""
+    import dagger
+
+    from ci import main
+
+    saved = {k: os.environ.get(k) for k in engine.env}
+    os.environ.update(engine.env)
+    try:
+        async with dagger.connection(dagger.Config(timeout=600)):
+            token = main.MODULE_SOURCE.set(dagger.dag.host().directory(str(module_source), include=["ci/**", "deploy/**"]))
+            try:
+                yield
+            finally:
+                main.MODULE_SOURCE.reset(token)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
