@@ -42,10 +42,12 @@ def test_the_cli_and_the_engine_built_here_answer_with_the_same_version(engine: 
 async def test_a_container_of_the_pinned_python_image_reaches_pypi_through_the_ca_the_engine_injects(
         engine: dagger_engine.Engine) -> None:
     import dagger
+    from pip._internal.models.index import PyPI  # the package index pip uses by default
 
-    probe = "import urllib.request; print(urllib.request.urlopen('https://pypi.org/simple/pip/', timeout=30).status)"
+    probe = "import os, urllib.request; print(urllib.request.urlopen(os.environ['INDEX'] + 'pip/', timeout=30).status)"
     async with dagger_engine.connected(engine, REPO):
-        out = await dagger.dag.container().from_(pins.PYTHON_IMAGE).with_exec(["python3", "-c", probe]).stdout()
+        out = await (dagger.dag.container().from_(pins.PYTHON_IMAGE).with_env_variable("INDEX", PyPI.simple_url + "/")
+                     .with_exec(["python3", "-c", probe]).stdout())
     assert out.strip() == "200"
 
 
