@@ -1,0 +1,145 @@
+"""Build avoidance in the registry: find, record and reuse an image by its input key.
+
+The record is a tiny OCI artifact tagged `inputs-<key>` in the image's own repository: an
+empty config and layer (OCI's empty descriptor) and annotations naming the image digest, the
+commit it was built for and the cache scope its build exported to. Why an artifact and not
+a tag on the image itself: the image is not changed (no annotation, no label), and one GET
+answers everything a skip reports (`built for <commit>`), which a tag on the image could only
+say through its name or a walk over every SHA tag. Registries that keep OCI 1.1 artifacts
+(distribution >= 2.8, GHCR) store it like any manifest.
+
+A skip points the SHA tag at the recorded digest by copying the image's manifest (then the
+followers, `latest` last) and reads each back, as a push's tag moves do (ci.registry.promote).
+Every registry failure on the way in is "build as usual, and say why"; never a failed build.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+
+from . import avoidance
+from .errors import PipelineError
+from .explain.snapshot import Snapshot
+from .model import BuildRequest
+from .registry import Registry
+
+ARTIFACT_TYPE = "application/vnd.dimbybot2.inputs.v1"
+MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+_NS = "dev.dimbybot2.inputs."
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    key: str
+    image: str  # the manifest digest built with these inputs
+    commit: str
+    cache: str  # where that build exported its cache ("" when it did not)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Skip or build, and the sentence that says why."""
+
+    key: avoidance.InputKey
+    record: Record | None
+    skip: bool
+    detail: str
+
+
+def cache_target(request: BuildRequest) -> str:
+    """The scope a build exports its cache to ("" for none): `gha:<scope>`, `registry:<ref>`."""
+    for spec in request.cache_to:
+        if spec.type == "gha" and spec.attr("scope"):
+            return f"gha:{spec.attr('scope')}"
+        if spec.type == "registry" and spec.attr("ref"):
+            return f"registry:{spec.attr('ref')}"
+    return ""
+
+
+def imports_own_scope(request: BuildRequest) -> bool:
+    """The build imports the very scope it exports to."""
+    target = cache_target(request)
+    imports = {f"{s.type}:{s.attr('scope') if s.type == 'gha' else s.attr('ref')}" for s in request.cache_from}
+    return bool(target) and target in imports
+
+
+def manifest(record: Record) -> bytes:
+    empty = {"mediaType": EMPTY_TYPE, "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+             "size": len(EMPTY)}
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": ARTIFACT_TYPE, "config": empty, "layers": [empty],
+        "annotations": {_NS + "key": record.key, _NS + "image": record.image, _NS + "commit": record.commit,
+                        _NS + "cache": record.cache},
+    }, sort_keys=True).encode()
+
+
+def lookup(registry: Registry, repository: str, key: str) -> Record | None:
+    """The record of `key`, if the repository has it and still has the image it names."""
+    found = registry.manifest_or_none(repository, avoidance.TAG_PREFIX + key)
+    if found is None:
+        return None
+    try:
+        notes = json.loads(found[0]).get("annotations") or {}
+    except (ValueError, AttributeError):
+        return None
+    record = Record(str(notes.get(_NS + "key", "")), str(notes.get(_NS + "image", "")),
+                    str(notes.get(_NS + "commit", "")), str(notes.get(_NS + "cache", "")))
+    if record.key != key or not record.image.startswith("sha256:"):
+        return None
+    image = registry.manifest_or_none(repository, record.image)
+    return record if image is not None and image[2] == record.image else None
+
+
+def record(registry: Registry, repository: str, rec: Record) -> None:
+    """Tag the record of a pushed image as `inputs-<key>`."""
+    registry.put_blob(repository, EMPTY)
+    registry.put_manifest(repository, avoidance.TAG_PREFIX + rec.key, manifest(rec), MANIFEST_TYPE)
+
+
+def skip(registry: Registry, repository: str, rec: Record, tags: Sequence[str]) -> str:
+    """Point the SHA tag, then the followers, at the recorded image; each read back."""
+    registry.retag(repository, rec.image, tags[0])
+    return registry.promote(repository, tags[0], rec.image, tags[1:])
+
+
+def decide(snapshot: Snapshot, request: BuildRequest, builder: str, resolve: avoidance.Resolver,
+           registry: Registry, repository: str, no_skip: bool = False) -> Decision:
+    """Compute the key and look it up. Every failure is a build, with the reason."""
+    key = avoidance.input_key(snapshot, request, builder, resolve)
+    if key.key is None:
+        return Decision(key, None, False, f"built: no input key ({key.reason})")
+    try:
+        found = lookup(registry, repository, key.key)
+    except PipelineError as err:
+        return Decision(key, None, False, f"built: the input-key lookup failed, built as without avoidance ({str(err)[:300]})")
+    if found is None:
+        return Decision(key, None, False, f"built: no image with these inputs yet (key {key.key[:12]})")
+    if no_skip:
+        return Decision(key, found, False, f"built: --no-skip (same inputs as {found.image})")
+    return Decision(key, found, True, f"skipped: same inputs as {found.image} (built for {found.commit or 'an unknown commit'})")
+
+
+class RegistryResolver:
+    """Base image digests from their registries, as BuildKit would resolve them now. The
+    target registry's credentials go only to the target registry's host."""
+
+    def __init__(self, host: str | None = None, username: str | None = None, password: str | None = None,
+                 timeout: float = 10.0) -> None:
+        self._host, self._username, self._password, self._timeout = host, username, password, timeout
+        self._clients: dict[str, Registry] = {}
+        self._digests: dict[str, str] = {}
+
+    def __call__(self, ref: str) -> str:
+        if ref not in self._digests:
+            host, repository, reference = avoidance.split_ref(ref)
+            api = avoidance.API_HOSTS.get(host, host)
+            if api not in self._clients:
+                own = host == self._host
+                self._clients[api] = Registry(api, self._username if own else None, self._password if own else None,
+                                              timeout=self._timeout, attempts=2)
+            self._digests[ref] = self._clients[api].digest(repository, reference)
+        return self._digests[ref]
