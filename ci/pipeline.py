@@ -30,6 +30,7 @@ class PipelineOptions:
     source_date_epoch: int | None = 0
     build_args: tuple[tuple[str, str], ...] = ()
     rewrite_timestamp: bool = False
+    skip_unchanged: bool = True  # build avoidance (ci.avoidance); `--no-skip` turns it off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,15 @@ def cache_status(log: BuildLog, direction: str, attempted: bool) -> CacheStatus:
     return CacheStatus(True, "ok")
 
 
+@dataclasses.dataclass(frozen=True)
+class AvoidanceStatus:
+    """Build avoidance for one image: was BuildKit skipped, the input key, and why (one sentence)."""
+
+    skipped: bool
+    key: str | None
+    detail: str
+
+
 @dataclasses.dataclass
 class ImageResult:
     name: str
@@ -125,6 +135,7 @@ class ImageResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
     error: str | None = None
     log: BuildLog | None = dataclasses.field(default=None, repr=False)
+    avoidance: AvoidanceStatus | None = None  # None: not attempted (no registry to look in)
 
     @property
     def hit_ratio(self) -> float:

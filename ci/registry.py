@@ -61,6 +61,10 @@ class RegistryAuthError(PipelineError):
     """The registry refused the credentials."""
 
 
+class RegistryNotFound(PipelineError):
+    """The registry answered HTTP 404: no such manifest, blob or repository."""
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds a Retry-After header asks for (delta-seconds or an HTTP date), if it is readable."""
     if not value:
@@ -261,7 +265,8 @@ class Registry:
                 except (OSError, http.client.HTTPException):
                     detail = ""
                 after = f" after {attempt} attempts" if err.code in TRANSIENT else ""
-                raise PipelineError(f"registry {self.host}: {method} {path} answered HTTP {err.code}{after}: {detail}") from None
+                kind = RegistryNotFound if err.code == 404 else PipelineError
+                raise kind(f"registry {self.host}: {method} {path.split('?', 1)[0]} answered HTTP {err.code}{after}: {detail}") from None
 
     def check_auth(self, repositories: Iterable[str] = ()) -> None:
         """Raise RegistryAuthError now rather than after a long build.
@@ -330,6 +335,44 @@ class Registry:
         for tag in followers:
             self.move_tag(repository, pushed, tag)
         return pushed
+
+    def manifest_or_none(self, repository: str, reference: str) -> tuple[bytes, str, str] | None:
+        """get_manifest, or None when the registry has no such tag or digest (HTTP 404)."""
+        try:
+            return self.get_manifest(repository, reference)
+        except RegistryNotFound:
+            return None
+
+    def put_blob(self, repository: str, data: bytes) -> str:
+        """Upload `data` as one blob (a monolithic upload) unless the repository has it; its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        try:
+            self._call("HEAD", f"/{repository}/blobs/{digest}")
+            return digest
+        except RegistryNotFound:
+            pass
+        _, headers, _ = self._call("POST", f"/{repository}/blobs/uploads/")
+        location = {k.lower(): v for k, v in headers.items()}.get("location", "")
+        path = self._upload_path(location)
+        separator = "&" if "?" in path else "?"
+        self._call("PUT", f"{path}{separator}digest={urllib.parse.quote(digest)}", body=data,
+                   headers={"Content-Type": "application/octet-stream"})
+        return digest
+
+    def _upload_path(self, location: str) -> str:
+        """The upload URL the registry answered, as a path below /v2 on this registry."""
+        parts = urllib.parse.urlsplit(location)
+        if parts.netloc and _origin(location) != _origin(self.base):
+            raise PipelineError(f"registry {self.host}: the blob upload went to another origin ({_line(parts.netloc, 100)})")
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        if not path.startswith("/v2/"):
+            raise PipelineError(f"registry {self.host}: the blob upload answered no usable Location")
+        return path[len("/v2"):]
+
+    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        """Store `body` under `tag`; the digest of the bytes stored."""
+        self._call("PUT", f"/{repository}/manifests/{tag}", body=body, headers={"Content-Type": media_type})
+        return "sha256:" + hashlib.sha256(body).hexdigest()
 
     def blob(self, repository: str, digest: str) -> bytes:
         return self._call("GET", f"/{repository}/blobs/{digest}")[2]

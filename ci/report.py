@@ -6,7 +6,8 @@ JSON schema "dimbybot2.build-report/1":
    "images": [{"name", "digest", "refs": [...], "cached_steps", "total_steps", "hit_ratio",
                "duration", "cache_import": {"ok": bool|null, "detail"},
                "cache_export": {...}, "warnings": [...], "error": str|null,
-               "steps": [{"label", "instruction", "cached", "duration", "error"}]}],
+               "steps": [{"label", "instruction", "cached", "duration", "error"}],
+               "avoidance": {"skipped": bool, "key": str|null, "detail"} | null}],
    optional, for trends (readers must accept reports without them):
    "run": {"commit", "branch", "time" (ISO 8601 UTC), "workflow", "run_id", "run_number", "url"},
    per image "cache_usage": {"scope", "bytes", "quota_bytes"}}
@@ -40,6 +41,7 @@ def image_dict(result: ImageResult) -> dict[str, Any]:
         "hit_ratio": round(result.hit_ratio, 4), "duration": round(result.duration, 3),
         "cache_import": _status(result.cache_import), "cache_export": _status(result.cache_export),
         "warnings": list(result.warnings), "error": result.error, "steps": steps,
+        "avoidance": None if result.avoidance is None else dataclasses.asdict(result.avoidance),
     }
 
 
@@ -56,6 +58,8 @@ def to_json(result: PipelineResult, run: dict[str, Any] | None = None) -> str:
 def _cache_cell(status: CacheStatus) -> str:
     if status.ok is None:
         return "off"
+    if status.ok and status.detail.startswith("skipped"):
+        return "skipped"
     return "ok" if status.ok else f"FAILED: {status.detail}"
 
 
@@ -69,6 +73,8 @@ def to_markdown(result: PipelineResult) -> str:
         lines.append(f"| {i.name} | {i.cached_steps}/{i.total_steps} | {i.hit_ratio:.0%} | {goal} | {i.duration:.1f} s "
                      f"| {_cache_cell(i.cache_import)} | {_cache_cell(i.cache_export)} | `{i.digest or '-'}` |")
     for i in result.images:
+        if i.avoidance is not None:
+            lines += ["", f"**{i.name}** {i.avoidance.detail}"]
         if i.refs:
             lines += ["", f"**{i.name}** pushed: " + ", ".join(f"`{r}`" for r in i.refs)]
         if i.error:

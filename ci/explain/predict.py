@@ -240,6 +240,16 @@ class _Resolved:
         return [s for s in self.dockerfile.stages if s.index in needed]
 
 
+def needed_stages(build: BuildInput) -> tuple[Dockerfile, list[Stage], dict[int, str]]:
+    """The parsed Dockerfile, the stages the target builds (in file order) and each stage's
+    base after global ARG expansion: what build avoidance (ci.avoidance) keys besides the steps."""
+    text = build.snapshot.read(build.dockerfile)
+    if text is None:
+        raise FileNotFoundError(f"--dockerfile: {build.dockerfile} not found")
+    resolved = _Resolved(parse(text), build)
+    return resolved.dockerfile, resolved.needed(build.target), resolved.bases
+
+
 def _host_platform() -> str:
     import platform
 
