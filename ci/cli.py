@@ -101,6 +101,8 @@ def build_and_push(
     output_format: Annotated[OutputFormat, typer.Option("--format", help="table, json or markdown.")] = OutputFormat.table,
     summary_file: Annotated[pathlib.Path | None, typer.Option(help="Append the markdown summary here (e.g. $GITHUB_STEP_SUMMARY).")] = None,
     report_file: Annotated[pathlib.Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    skip: Annotated[bool, typer.Option("--skip/--no-skip", help="Skip building an image whose input key the registry already "
+                                       "records (its tags then point at that image); --no-skip always builds.")] = True,
 ) -> None:
     """Build the images concurrently with their cache, push the SHA tag, then move the other tags (latest last)."""
     try:
@@ -131,6 +133,7 @@ def build_and_push(
             cache=cache.CacheOptions(backend=cache_backend, mode=cache_mode, bust=cache_bust, cache_ref=cache_ref or None,
                                      gha_tokens=all(os.environ.get(n) for n in cache.GHA_ENV), export_timeout=cache_timeout),
             build_args=pipeline.parse_build_args(build_arg or []), source_date_epoch=source_date_epoch,
+            skip_unchanged=skip,
         )
         plans = pipeline.plan(project, options, root=root)
     except InputError as error:
@@ -157,6 +160,8 @@ def build_and_push(
     else:
         out.print(_results_table(result))
         for image in result.images:
+            if image.avoidance is not None:
+                say(f"{image.name}: {image.avoidance.detail}")
             for warning in image.warnings:
                 say(f"warning ({image.name}): {warning}")
             if image.error:

@@ -22,10 +22,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from . import cache, progress, render
+from . import avoidance_registry, cache, progress, render
 from .errors import PipelineError
+from .explain.snapshot import DirSnapshot
 from .model import BuildRequest, Output
-from .pipeline import CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result
+from .pipeline import AvoidanceStatus, CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status, cold_retry, image_result
 from .progress import BuildLog, parse_stream
 from .registry import Registry
 from .verify import Comparison
@@ -153,9 +154,106 @@ def run_build(request: BuildRequest, root: pathlib.Path, work: pathlib.Path,
     return BuildOutcome(request, log, proc.returncode, seconds, digest, tail, progress_file, stopped_after)
 
 
-def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str]) -> ImageResult:
-    """Build (and push the SHA ref of) one image; a cache failure falls back to a cold build."""
-    request = plan.request
+def builder_identity(env: Mapping[str, str] | None = None) -> str | None:
+    """Which BuildKit `docker buildx build` runs on (driver, BuildKit version, and the daemon's
+    version for the docker driver, whose BuildKit is vendored into dockerd): part of the input
+    key, since another BuildKit or frontend may assemble the same inputs differently."""
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=30, env=dict(env or os.environ))
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    inspect = run("buildx", "inspect")
+    driver = re.search(r"^Driver:\s*(\S+)", inspect or "", re.M)
+    version = re.search(r"^BuildKit version:\s*(\S+)", inspect or "", re.M)
+    if driver is None:
+        return None
+    identity = f"buildx-{driver[1]}:{version[1] if version else 'unknown'}"
+    if driver[1] == "docker":
+        server = run("version", "--format", "{{.Server.Version}}")
+        if not server:
+            return None
+        identity += f":dockerd-{server.strip()}"
+    return identity
+
+
+@dataclasses.dataclass(frozen=True)
+class Avoidance:
+    """What build avoidance needs for one run: where to look and what builds."""
+
+    registry: Registry
+    namespace: str  # prepended to each image's repository
+    builder: str | None
+    resolve: avoidance_registry.RegistryResolver
+    commit: str
+    no_skip: bool = False
+
+
+def _decide(plan: ImagePlan, root: pathlib.Path, avoid: Avoidance) -> avoidance_registry.Decision | AvoidanceStatus:
+    if avoid.builder is None:
+        return AvoidanceStatus(False, None, "built: no input key (the builder's BuildKit version could not be read)")
+    return avoidance_registry.decide(DirSnapshot(root), plan.request, avoid.builder, avoid.resolve, avoid.registry,
+                                     avoid.namespace + plan.image.repository, avoid.no_skip)
+
+
+def _skipped(plan: ImagePlan, decision: avoidance_registry.Decision, avoid: Avoidance, started: float) -> ImageResult | str:
+    """Point the image's tags at the recorded image; why not, when that fails."""
+    if decision.record is None:
+        return "built: no record to skip to"
+    try:
+        digest = avoidance_registry.skip(avoid.registry, avoid.namespace + plan.image.repository, decision.record,
+                                         [ref.rsplit(":", 1)[1] for ref in plan.refs])
+    except PipelineError as err:
+        return f"built: the skip failed, built as without avoidance ({str(err)[:300]})"
+    return ImageResult(plan.image.name, digest=digest, refs=list(plan.refs), duration=time.monotonic() - started,
+                       cache_import=CacheStatus(None, "skipped: nothing built"), cache_export=CacheStatus(None, "skipped: nothing built"),
+                       avoidance=AvoidanceStatus(True, decision.key.key, decision.detail))
+
+
+def export_needed(request: BuildRequest, log: BuildLog, imported: CacheStatus) -> bool:
+    """Part 3 of issue 19: an export only rewrites the scope's own index when every step hit
+    and the import came from that very scope; anything else must be exported."""
+    every_hit = bool(log.cacheable) and all(step.cached and not step.rerun_because for step in log.cacheable)
+    return not (every_hit and imported.ok is True and avoidance_registry.imports_own_scope(request))
+
+
+def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str],
+                avoid: Avoidance | None = None) -> ImageResult:
+    """Build (and push the SHA ref of) one image; a cache failure falls back to a cold build.
+    With `avoid`, an image whose inputs the registry already holds is not built at all."""
+    started = time.monotonic()
+    decision = _decide(plan, root, avoid) if avoid is not None and plan.refs else None
+    status = decision if isinstance(decision, AvoidanceStatus) or decision is None else \
+        AvoidanceStatus(False, decision.key.key, decision.detail)
+    if isinstance(decision, avoidance_registry.Decision) and decision.skip and avoid is not None:
+        done = _skipped(plan, decision, avoid, started)
+        if isinstance(done, ImageResult):
+            return done
+        status = AvoidanceStatus(False, decision.key.key, done)
+    # The record says this scope's index was written from these very inputs: build without the
+    # export, and export afterwards only if the build shows it is needed.
+    deferred = (isinstance(decision, avoidance_registry.Decision) and decision.record is not None and bool(plan.request.cache_to)
+                and decision.record.cache == avoidance_registry.cache_target(plan.request)
+                and avoidance_registry.imports_own_scope(plan.request))
+    request = dataclasses.replace(plan.request, cache_to=()) if deferred else plan.request
+    result = _build(plan, request, root, work, env)
+    result.avoidance = status
+    if deferred and result.ok and result.log is not None:
+        if export_needed(plan.request, result.log, result.cache_import):
+            # Every step is in this BuildKit now: the second build only exports (own progress log).
+            export = run_build(dataclasses.replace(plan.request, image=f"{plan.image.name}.export", output=Output("cacheonly")),
+                               root, work, env)
+            result.cache_export = cache_status(export.log, "export", True)
+            result.duration += export.seconds
+        else:
+            result.cache_export = CacheStatus(True, f"skipped: every step hit and the import came from the scope's own index "
+                                                    f"({avoidance_registry.cache_target(plan.request)})")
+    return result
+
+
+def _build(plan: ImagePlan, request: BuildRequest, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str]) -> ImageResult:
     outcome = run_build(request, root, work, env)
     retried_because = None
     if (cold := cold_retry(request, outcome.log, outcome.ok)) is not None:
@@ -196,10 +294,24 @@ def move_followers(plan: ImagePlan, result: ImageResult, registry: Registry) -> 
         result.error = str(err)
 
 
+def record_inputs(plan: ImagePlan, result: ImageResult, avoid: Avoidance) -> None:
+    """After a build whose tags all moved: record its input key beside the image. A failure
+    costs only the next skip, so it is a warning."""
+    if not result.ok or result.avoidance is None or result.avoidance.skipped or not result.avoidance.key or not result.digest:
+        return
+    cache_to = avoidance_registry.cache_target(plan.request) if result.cache_export.ok else ""
+    rec = avoidance_registry.Record(result.avoidance.key, result.digest, avoid.commit, cache_to)
+    try:
+        avoidance_registry.record(avoid.registry, avoid.namespace + plan.image.repository, rec)
+    except PipelineError as err:
+        result.warnings.append(f"input key not recorded (the next build with the same inputs builds again): {str(err)[:300]}")
+
+
 def build_and_push(plans: list[ImagePlan], options: PipelineOptions, root: pathlib.Path, work: pathlib.Path,
                    username: str | None = None, password: str | None = None,
                    on_done: Callable[[ImageResult], None] | None = None) -> PipelineResult:
-    """Build all images concurrently; push SHA tags; then move the other tags."""
+    """Build all images concurrently; push SHA tags; then move the other tags. An image whose
+    input key the registry already records is not built: its tags point at that image."""
     started = time.monotonic()
     auths: dict[str, tuple[str, str]] = {}
     registry = None
@@ -212,14 +324,20 @@ def build_and_push(plans: list[ImagePlan], options: PipelineOptions, root: pathl
     namespace = options.registry.split("/", 1)[1] + "/" if options.registry and "/" in options.registry else ""
     results: list[ImageResult] = []
     with docker_config(auths) as env:
+        avoid = None
+        if registry is not None and options.tag_plan is not None:
+            avoid = Avoidance(registry, namespace, builder_identity(env), avoidance_registry.RegistryResolver(
+                registry.host, username, password), options.tag_plan.sha, no_skip=not options.skip_unchanged)
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
-            futures = {pool.submit(build_image, p, root, work, env): p for p in plans}
+            futures = {pool.submit(build_image, p, root, work, env, avoid): p for p in plans}
             for future in concurrent.futures.as_completed(futures):
                 plan = futures[future]
                 result = future.result()
-                if registry is not None:
+                if registry is not None and not (result.avoidance and result.avoidance.skipped):
                     move_followers(dataclasses.replace(plan, image=dataclasses.replace(
                         plan.image, repository=namespace + plan.image.repository)), result, registry)
+                if avoid is not None:
+                    record_inputs(plan, result, avoid)
                 if on_done:
                     on_done(result)
                 results.append(result)

@@ -14,7 +14,7 @@ from ci import deploy
     (["build-and-push", "--cache", "foo"], "error: Invalid value for '--cache': Value error, 'foo' is not one of "
                                            "'auto', 'gha', 'registry', 'engine', 'none'."),
     (["deploy", "--host", "x"], "error: Missing option '--user'."),
-    (["build-and-push", "--nope"], "error: No such option: --nope"),
+    (["build-and-push", "--xylophone"], "error: No such option: --xylophone"),
     (["verify-determinism", "--image", "web"], "error: --image: unknown image 'web' (known: bot, lavalink)"),
     (["report", "/nonexistent"], "error: LOG: /nonexistent is not a file"),
     (["build-and-push", "--cache-ref", "x,registry.insecure=true,ref=evil.invalid/steal"],
