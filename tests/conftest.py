@@ -82,6 +82,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for scenario, (a, t, m) in AGREEMENT.items():
             terminalreporter.write_line(f"  {scenario}: {a}/{t} agree, {m} missed")
 
+    from tests.agreement import AVOIDANCE
+
+    if AVOIDANCE:
+        skips = sum(same for same, _ in AVOIDANCE.values())
+        missed = sum(miss for _, miss in AVOIDANCE.values())
+        wrong = sum(same and miss for same, miss in AVOIDANCE.values())
+        terminalreporter.write_line(f"build avoidance over {len(AVOIDANCE)} scenarios: {skips} would skip, {missed} had a BuildKit "
+                                    f"miss, {wrong} wrong skips")
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not REQUIRE_DOCKER:

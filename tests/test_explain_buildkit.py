@@ -17,7 +17,7 @@ import pytest
 
 from ci.explain.predict import BuildInput, compare
 from ci.explain.snapshot import DirSnapshot
-from tests.agreement import assert_agreement, build
+from tests.agreement import assert_agreement, assert_avoidance, build
 from tests.conftest import BASE_PREFIX
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
@@ -114,10 +114,12 @@ def test_explain_agrees_with_buildkit(scenario: str, tmp_path: pathlib.Path) -> 
     if mutate is not None:
         mutate(head)
 
-    prediction = compare("explain", BuildInput(DirSnapshot(base), "Dockerfile", ".", {}, "final"),
-                         BuildInput(DirSnapshot(head), "Dockerfile", ".", head_args, "final"))
+    base_input = BuildInput(DirSnapshot(base), "Dockerfile", ".", {}, "final")
+    head_input = BuildInput(DirSnapshot(head), "Dockerfile", ".", head_args, "final")
+    prediction = compare("explain", base_input, head_input)
 
     build(base, tmp_path / "work", {}, "explain")
     actual = build(head, tmp_path / "work", head_args, "explain")
 
+    assert_avoidance(scenario, base_input, head_input, actual, unchanged=mutate is None and not head_args)
     assert_agreement(scenario, prediction, actual, unchanged=mutate is None and not head_args)

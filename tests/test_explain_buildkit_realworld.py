@@ -27,7 +27,7 @@ import pytest
 
 from ci.explain.predict import BuildInput, compare
 from ci.explain.snapshot import DirSnapshot
-from tests.agreement import CONTENT_DECIDED, assert_agreement, build
+from tests.agreement import CONTENT_DECIDED, assert_agreement, assert_avoidance, build
 from tests.conftest import BASE_PREFIX
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
@@ -392,12 +392,14 @@ def test_explain_agrees_with_buildkit_on_real_world_shapes(name: str, tmp_path: 
     shutil.copytree(base, head, symlinks=True)
     if scenario.mutate is not None:
         scenario.mutate(head)
-    prediction = compare("realworld", BuildInput(DirSnapshot(base), "Dockerfile", ".", {}, scenario.target),
-                         BuildInput(DirSnapshot(head), "Dockerfile", ".", scenario.head_args, scenario.target))
+    base_input = BuildInput(DirSnapshot(base), "Dockerfile", ".", {}, scenario.target)
+    head_input = BuildInput(DirSnapshot(head), "Dockerfile", ".", scenario.head_args, scenario.target)
+    prediction = compare("realworld", base_input, head_input)
 
     build(base, tmp_path / "work", {}, "realworld", scenario.target)
     actual = build(head, tmp_path / "work", scenario.head_args, "realworld", scenario.target)
 
+    assert_avoidance(name, base_input, head_input, actual, unchanged=scenario.mutate is None and not scenario.head_args)
     assert_agreement(name, prediction, actual, unchanged=scenario.mutate is None and not scenario.head_args)
     assert (name in CONTENT_DECIDED) is scenario.content_decided, [(s.label, s.reason) for s in prediction.steps]
     if name in CONTENT_DECIDED:

@@ -24,7 +24,7 @@ import pytest
 
 from ci.explain.predict import BuildInput, compare
 from ci.explain.snapshot import DirSnapshot
-from tests.agreement import assert_agreement, build
+from tests.agreement import assert_agreement, assert_avoidance, build
 from tests.conftest import BASE_PREFIX
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker")]
@@ -154,9 +154,11 @@ def test_explain_agrees_with_buildkit_on_labels_and_hits(scenario: str, base_tre
     shutil.copytree(base_tree, head, symlinks=True)
     if mutate is not None:
         mutate(head)
-    prediction = compare("shapes", BuildInput(DirSnapshot(base_tree), "Dockerfile", ".", {}, "final"),
-                         BuildInput(DirSnapshot(head), "Dockerfile", ".", head_args, "final"))
+    base_input = BuildInput(DirSnapshot(base_tree), "Dockerfile", ".", {}, "final")
+    head_input = BuildInput(DirSnapshot(head), "Dockerfile", ".", head_args, "final")
+    prediction = compare("shapes", base_input, head_input)
 
     actual = build(head, tmp_path / "work", head_args, "shapes")
 
+    assert_avoidance(scenario, base_input, head_input, actual, unchanged=mutate is None and not head_args)
     assert_agreement(scenario, prediction, actual, unchanged=mutate is None and not head_args)
