@@ -58,6 +58,9 @@ class FaultProxy:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # A TLS hello is answered "HTTP/1.1 400" (not a bare HTTP/0.9 body): Docker's pull then
+            # falls back to plain HTTP, as it does for a real registry on a loopback address.
+            default_request_version = "HTTP/1.1"
 
             def _any(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
@@ -83,7 +86,9 @@ class FaultProxy:
                 for name, value in response.getheaders():
                     if name.lower() not in ("connection", "content-length", "transfer-encoding", "date", "server"):
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(data)))
+                # A HEAD answer has no body but the length of the one a GET would get (clients read it).
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
                 connection.close()
