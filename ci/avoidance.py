@@ -115,13 +115,17 @@ def _directories(snapshot: Snapshot, context: str, rules: IgnoreRules) -> list[t
     base = snapshot.root / normalise(context)
     found: list[tuple[str, str]] = []
     for current, dirs, _ in os.walk(base):
-        dirs[:] = sorted(d for d in dirs if d != ".git")
-        for name in dirs:
-            full = os.path.join(current, name)
-            rel = os.path.relpath(full, base).replace(os.sep, "/")
-            st = os.lstat(full)
+        rel_dir = os.path.relpath(current, base).replace(os.sep, "/")
+        kept = []
+        for name in sorted(d for d in dirs if d != ".git"):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rules.excludes_tree(rel):
+                continue  # nothing below it reaches BuildKit
+            kept.append(name)
+            st = os.lstat(os.path.join(current, name))
             if stat.S_ISDIR(st.st_mode) and not rules.ignored(rel):
                 found.append((rel, oct(stat.S_IMODE(st.st_mode))))
+        dirs[:] = kept
     return found
 
 
@@ -155,8 +159,12 @@ def input_key(snapshot: Snapshot, request: BuildRequest, builder: str, resolve: 
         dockerfile, stages, bases = predict.needed_stages(build)
         if (why := undecidable(dockerfile, stages)) is not None:
             return _no_key(why)
-        steps = predict.model(build)
         rules = _ignore_rules(snapshot, request)
+        if isinstance(snapshot, DirSnapshot) and snapshot.prune is None:
+            # The same files, without walking trees the ignore file keeps out entirely.
+            snapshot = DirSnapshot(snapshot.root, (request.context, rules.excludes_tree))
+            build = dataclasses.replace(build, snapshot=snapshot)
+        steps = predict.model(build)
         directories = _directories(snapshot, request.context, rules)
     except (DockerfileError, ValueError, FileNotFoundError, OSError) as err:
         return _no_key(f"explain cannot read the build: {str(err)[:200]}")

@@ -183,3 +183,30 @@ def test_a_remote_context_means_no_key(tmp_path: pathlib.Path) -> None:
 ])
 def test_references_split_as_docker_names_them(ref: str, parts: tuple[str, str, str]) -> None:
     assert avoidance.split_ref(ref) == parts
+
+
+@pytest.mark.parametrize(("patterns", "directory", "pruned"), [
+    ("*\n!app\n!requirements.txt\n", ".venv", True),
+    ("*\n!app\n", "app", False),
+    ("*\n!app/sub/keep.txt\n", "app", False),  # ignored itself, but an exception reaches below it
+    ("*\n!**/*.py\n", ".venv", False),  # an exception that can match anywhere
+    ("node_modules\n", "node_modules", True),
+    ("node_modules\n!node_modules/keep\n", "node_modules", False),
+    ("notes.md\n", "app", False),  # not ignored at all
+])
+def test_a_walk_skips_only_trees_nothing_below_can_reach(patterns: str, directory: str, pruned: bool) -> None:
+    from ci.explain.ignore import IgnoreRules
+
+    assert IgnoreRules.parse(patterns).excludes_tree(directory) is pruned
+
+
+def test_skipping_ignored_trees_leaves_the_key_as_a_full_walk_makes_it(tmp_path: pathlib.Path) -> None:
+    allow_list = {**FILES, ".dockerignore": "*\n!app\n!requirements.txt\n!app/deep/keep.py\n"}
+    root = tree(tmp_path / "a", files=allow_list)
+    for name in (".venv/lib/site", "app/deep", "cache/empty"):
+        (root / name).mkdir(parents=True)
+    (root / ".venv/lib/site/x.py").write_text("")
+    (root / "app/deep/keep.py").write_text("")
+    request = BuildRequest(image="t", context=".", dockerfile="Dockerfile", output=Output("push"), target="final")
+    full = avoidance.input_key(DirSnapshot(root, (".", lambda _: False)), request, "b", resolver(BASES))
+    assert full.key is not None and avoidance.input_key(DirSnapshot(root), request, "b", resolver(BASES)).key == full.key

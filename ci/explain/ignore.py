@@ -205,6 +205,21 @@ class IgnoreRules:
         own = tuple(p.match(path) for p in self._compiled)
         return own if inherited is None else tuple(a or b for a, b in zip(inherited, own, strict=True))
 
+    def excludes_tree(self, directory: str) -> bool:
+        """Whether `directory` and everything below it is kept out: it is ignored, and no `!`
+        pattern can match a path below it (its literal start leads elsewhere). A context walk
+        need not enter such a directory (a `.venv`, `.git`-like trees under an allow-list)."""
+        directory = directory.strip("/")
+        if not self.ignored(directory):
+            return False
+        below = directory + "/"
+        for text, negated in self.patterns:
+            if negated:
+                literal = text[:next((i for i, c in enumerate(text) if c in "*?[\\"), len(text))]
+                if not literal or literal.startswith(below) or below.startswith(literal):
+                    return False
+        return True
+
     def ignored(self, path: str) -> bool:
         """Whether `path` (relative, '/'-separated) is kept out: the last pattern that matches
         it or a parent directory decides."""

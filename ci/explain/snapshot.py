@@ -17,6 +17,7 @@ import pathlib
 import posixpath
 import stat
 import subprocess
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 Kind = Literal["file", "link"]
@@ -64,8 +65,11 @@ class DirSnapshot:
 
     exact_modes = True
 
-    def __init__(self, root: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, prune: tuple[str, Callable[[str], bool]] | None = None) -> None:
+        """`prune`: (a directory, a test of paths relative to it): listing that directory
+        does not enter subdirectories the test names (wholly .dockerignored trees)."""
         self.root = root
+        self.prune = prune
         self._digests: dict[str, str] = {}
         self._index: dict[str, str] | None = None
 
@@ -93,9 +97,10 @@ class DirSnapshot:
         prefix = _prefix(directory)
         base = self.root / prefix if prefix else self.root
         files: dict[str, FileInfo] = {}
+        skip = self.prune[1] if self.prune is not None and normalise(self.prune[0]) == normalise(directory) else None
         for current, dirs, names in os.walk(base):
-            dirs[:] = [d for d in dirs if d != ".git"]
             rel_dir = os.path.relpath(current, base)
+            dirs[:] = [d for d in dirs if d != ".git" and not (skip and skip(d if rel_dir == "." else f"{rel_dir}/{d}"))]
             for name in names + [d for d in dirs if os.path.islink(os.path.join(current, d))]:
                 rel = name if rel_dir == "." else f"{rel_dir}/{name}"
                 full = os.path.join(current, name)
