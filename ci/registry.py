@@ -17,8 +17,11 @@ Tokens (ghcr.io's way: a token service answering `{"token", "expires_in"}` for a
 401 on a token that was thought good (revoked, or a clock that disagrees) gets one fresh token
 and one more try. Throttling and passing faults (429, 500, 502, 503, 504) are retried a bounded
 number of times with exponential backoff, honouring Retry-After up to `max_wait` seconds; then
-the call fails with one line naming the registry and the last status. Every request retried is
-idempotent (GET, or a manifest PUT of the same bytes under the same tag).
+the call fails with one line naming the registry and the last status. A connection dropped on the
+way (reset, cut short, timed out) is retried the same way, then one line names the registry, the
+request and what happened to it; a registry that cannot be reached at all (refused, unknown name)
+fails at once. Every request retried is idempotent (GET, HEAD, a manifest PUT of the same bytes
+under the same tag, or the start of a blob upload).
 """
 
 from __future__ import annotations
@@ -59,6 +62,25 @@ DEFAULT_TOKEN_SECONDS = 60.0
 
 class RegistryAuthError(PipelineError):
     """The registry refused the credentials."""
+
+
+class _Dropped(PipelineError):
+    """The connection broke during a request (reset, cut short, timed out): worth another try."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Transport failures of a connection that was made: passing, unlike a refused connection.
+_DROPPED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, TimeoutError, http.client.IncompleteRead,
+            http.client.RemoteDisconnected)
+
+
+def _idempotent(method: str, path: str, body: bytes | None) -> bool:
+    """Requests that may be sent again after a dropped connection without changing the outcome."""
+    return method in ("GET", "HEAD") or (method == "PUT" and "/manifests/" in path) or (
+        method == "POST" and path.endswith("/blobs/uploads/") and body is None)
 
 
 class RegistryNotFound(PipelineError):
@@ -170,7 +192,13 @@ class Registry:
         except urllib.error.HTTPError:
             raise
         except urllib.error.URLError as err:
+            if isinstance(err.reason, _DROPPED):
+                reason = _line(str(err.reason)) or type(err.reason).__name__
+                raise _Dropped(f"registry {self.host}: {request.get_method()} failed: {reason}", reason) from None
             raise PipelineError(f"registry {self.host} is unreachable: {_line(str(err.reason))}") from None
+        except _DROPPED as err:
+            reason = _line(str(err)) or type(err).__name__
+            raise _Dropped(f"registry {self.host}: {request.get_method()} failed: {reason}", reason) from None
         except (OSError, ValueError, http.client.HTTPException) as err:
             raise PipelineError(f"registry {self.host}: {request.get_method()} failed: {_line(str(err)) or type(err).__name__}") from None
 
@@ -201,6 +229,12 @@ class Registry:
             try:
                 _, _, raw = self._open(request)
                 break
+            except _Dropped as err:
+                if attempt < self.attempts:
+                    self.retries += 1
+                    time.sleep(self._wait(attempt, None))
+                    continue
+                raise PipelineError(f"registry {self.host}: the token service failed after {attempt} attempts: {err.reason}") from None
             except urllib.error.HTTPError as err:
                 if self._transient(err, attempt):
                     continue
@@ -245,6 +279,13 @@ class Registry:
                 request.add_unredirected_header("Authorization", basic)
             try:
                 return self._open(request)
+            except _Dropped as err:
+                if _idempotent(method, path, body) and attempt < self.attempts:
+                    self.retries += 1
+                    time.sleep(self._wait(attempt, None))
+                    continue
+                after = f" after {attempt} attempts" if attempt > 1 else ""
+                raise PipelineError(f"registry {self.host}: {method} {path.split('?', 1)[0]} failed{after}: {err.reason}") from None
             except urllib.error.HTTPError as err:
                 challenge = (err.headers.get("WWW-Authenticate", "") if err.headers is not None else "") or ""
                 if err.code == 401 and not refreshed and challenge.lower().startswith("bearer"):
