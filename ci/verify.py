@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any, Literal, Protocol
 
-from .errors import InputError
+from .errors import InputError, PipelineError
 from .registry import Registry
 
 Kind = Literal["added", "removed", "content", "mode", "owner", "mtime", "link", "config", "manifest"]
@@ -58,6 +58,8 @@ class Source(Protocol):
 
     def blob(self, digest: str) -> bytes: ...
 
+    def manifest(self, digest: str) -> bytes: ...  # a manifest an index lists
+
 
 class LayoutSource:
     """An OCI image layout directory."""
@@ -80,6 +82,9 @@ class LayoutSource:
         algorithm, _, hexdigest = digest.partition(":")
         return (self.path / "blobs" / algorithm / hexdigest).read_bytes()
 
+    def manifest(self, digest: str) -> bytes:
+        return self.blob(digest)  # a layout keeps manifests among its blobs
+
 
 class RegistrySource:
     def __init__(self, reference: str, username: str | None = None, password: str | None = None) -> None:
@@ -100,6 +105,14 @@ class RegistrySource:
 
     def blob(self, digest: str) -> bytes:
         return self.registry.blob(self.repository, digest)
+
+    def manifest(self, digest: str) -> bytes:
+        """From the manifests endpoint: a registry keeps manifests apart from blobs
+        (distribution answers BLOB_UNKNOWN for a manifest's digest at /blobs/)."""
+        body, _, got = self.registry.get_manifest(self.repository, digest)
+        if got != digest:
+            raise PipelineError(f"registry {self.registry.host}: {self.repository}@{digest} answered {got}")
+        return body
 
 
 def open_source(spec: str, tmp: pathlib.Path, username: str | None = None, password: str | None = None) -> Source:
@@ -157,7 +170,7 @@ def platform_manifest(source: Source) -> tuple[str, dict[str, Any]]:
             raise InputError("IMAGE", "index holds no image manifest")
         chosen = next((m for m in candidates if (m.get("platform") or {}).get("architecture") == "amd64"), candidates[0])
         digest, media_type = chosen["digest"], chosen.get("mediaType", "")
-        data = json.loads(source.blob(digest))
+        data = json.loads(source.manifest(digest))
     return digest, data
 
 
