@@ -59,9 +59,17 @@ DOCKER_CONFIG = "/root/.docker"
 STATE_KEY = "dimbybot2-buildkit-state"
 
 
-def buildkit_service(state_key: str | None = STATE_KEY, registry: dagger.Service | None = None) -> dagger.Service:
+BUILDKITD_CONFIG = "/etc/buildkit/buildkitd.toml"
+
+
+def buildkit_service(state_key: str | None = STATE_KEY, registry: dagger.Service | None = None,
+                     config: dagger.File | None = None) -> dagger.Service:
     """buildkitd from the pinned image, its state on a cache volume (the `engine` cache), or on
     a tmpfs that goes with the service when `state_key` is None.
+
+    `config` is a buildkitd.toml of the user's: registry mirrors (a pull-through cache, Docker
+    Hub's pull limits), plain-HTTP or private-CA registries. The engine's own registry settings
+    only apply to what the engine pulls; this buildkitd pulls the Dockerfiles' base images itself.
 
     The volume is mounted LOCKED: cache volumes are shared by default, and a second buildkitd
     on the same state (another call on the same engine) would fail on `buildkitd.lock`; locked,
@@ -80,8 +88,12 @@ def buildkit_service(state_key: str | None = STATE_KEY, registry: dagger.Service
     ctr = ctr.with_exposed_port(BUILDKIT_PORT)
     if registry is not None:
         ctr = ctr.with_service_binding(REGISTRY_ALIAS, registry)
+    args = ["buildkitd", "--addr", f"tcp://0.0.0.0:{BUILDKIT_PORT}"]
+    if config is not None:
+        ctr = ctr.with_file(BUILDKITD_CONFIG, config)
+        args += ["--config", BUILDKITD_CONFIG]
     # buildkitd needs root capabilities to create its own containers and mounts.
-    return ctr.as_service(args=["buildkitd", "--addr", f"tcp://0.0.0.0:{BUILDKIT_PORT}"], insecure_root_capabilities=True)
+    return ctr.as_service(args=args, insecure_root_capabilities=True)
 
 
 def registry_service() -> dagger.Service:
@@ -418,6 +430,11 @@ class Dimbybot2:
         DefaultPath("/"),
         Ignore(SOURCE_IGNORE),
     ]
+    buildkit_config: Annotated[
+        dagger.File | None,
+        Doc("A buildkitd.toml for the BuildKit started in the pipeline: registry mirrors (a pull-through cache), "
+            "plain-HTTP or private registries. Not used with --buildkit (that one has its own)"),
+    ] = None
 
     @function
     def version(self) -> str:
@@ -467,7 +484,7 @@ class Dimbybot2:
                                   build_args=_build_args(build_arg))
         (image_plan,) = plan(config, options)
         call_id = new_call_id()  # every build and the comparison run again: a replay would verify nothing
-        buildkit = buildkit_service(state_key="dimbybot2-buildkit-determinism")
+        buildkit = buildkit_service(state_key="dimbybot2-buildkit-determinism", config=self.buildkit_config)
         warm_request = dataclasses.replace(image_plan.request, output=Output("cacheonly"))
         warm = buildctl_container(warm_request, self.source, Credentials(), buildkit, call_id=call_id)
         await _check_build(warm, f"warm-up build of {image}")  # fills the cache, so the next build really comes from it
@@ -558,7 +575,7 @@ class Dimbybot2:
                                   cache=cache.CacheOptions(backend=cache.Backend.ENGINE),
                                   build_args=_build_args(build_arg))
         (image_plan,) = plan(config, options, output=Output("oci", dest=f"{OUT}/image.tar"))
-        builder = await _buildkit(buildkit)
+        builder = await _buildkit(buildkit, config=self.buildkit_config)
         ctr = await _pure_build(lambda call_id: buildctl_container(image_plan.request, self.source, Credentials(), *builder,
                                                                    call_id=call_id), f"build of {image}")
         return dag.container().import_(ctr.file(f"{OUT}/image.tar"))
@@ -629,7 +646,7 @@ class Dimbybot2:
         # idle service is stopped after ~10 s (a slow step would meet a fresh, empty one).
         registry_svc = await registry_service().start() if embedded else None
         try:
-            builder = await _buildkit(buildkit, registry_svc, cache.resolve(options.cache))
+            builder = await _buildkit(buildkit, registry_svc, cache.resolve(options.cache), self.buildkit_config)
             results: dict[str, ImageResult] = {}
 
             async def one(image_plan: ImagePlan) -> None:
@@ -688,7 +705,7 @@ class Dimbybot2:
             print(line, file=sys.stderr)
         creds = Credentials(registry_host=cache_ref.split("/", 1)[0] if cache_ref else None, username=username or None,
                             password=password, gha_token=gha_token, gha_results_url=gha_results_url)
-        builder = await _buildkit(buildkit, backend=cache.resolve(options.cache))
+        builder = await _buildkit(buildkit, backend=cache.resolve(options.cache), config=self.buildkit_config)
         ctr = await _pure_build(lambda call_id: debug_build_container(image_plan.request, prepared, self.source, creds, *builder,
                                                                       call_id=call_id), f"the build up to {prepared.cut.label}")
         state = dag.container().import_(ctr.file(f"{OUT}/image.tar"))
@@ -747,12 +764,13 @@ async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: da
 
 
 async def _buildkit(external: dagger.Service | None, registry: dagger.Service | None = None,
-                   backend: cache.Backend = cache.Backend.ENGINE) -> tuple[dagger.Service, str | None]:
+                   backend: cache.Backend = cache.Backend.ENGINE, config: dagger.File | None = None) -> tuple[dagger.Service, str | None]:
     """The BuildKit to bind and the address buildctl dials: the in-pipeline one (which
-    reaches `registry`; its state kept only for the engine cache), or an external one given
-    as a service (its first port)."""
+    reaches `registry`; its state kept only for the engine cache; configured by `config`), or
+    an external one given as a service (its first port: it has its own configuration)."""
     if external is None:
-        return buildkit_service(state_key=STATE_KEY if backend is cache.Backend.ENGINE else None, registry=registry), None
+        return buildkit_service(state_key=STATE_KEY if backend is cache.Backend.ENGINE else None, registry=registry,
+                                config=config), None
     port = (await external.endpoint()).rsplit(":", 1)[-1]
     return external, f"tcp://{BUILDKIT_ALIAS}:{port}"
 

@@ -5,9 +5,13 @@ container with its state on a named volume, the CLI pointed at it with
 _EXPERIMENTAL_DAGGER_RUNNER_HOST, telemetry and update checks off.
 
 The mirror registry (tests/images/build-mirror.sh, stand-ins for docker.io's and ghcr.io's
-images under their upstream names) is served read-only on 127.0.0.1:5000 inside the engine's
-own network namespace (a second container sharing it), where the engine's engine.json points
-its mirrors. Nothing listens outside that namespace.
+images under their upstream names) is served read-only on port 5000 of the engine's own network
+namespace (a second container sharing it): the engine's engine.json points its mirrors at
+127.0.0.1:5000, and the BuildKit the pipeline starts reaches it at the engine's address on the
+test's own Docker network (`Engine.buildkitd_toml`, given to the module as `buildkit_config`,
+as a user gives a pull-through cache). Outside registries for a test listen on that network's
+gateway (`Engine.gateway`), with a CA given to `running()`: the engine installs it and injects it
+into every container it runs, as it does a company CA.
 
 The Python SDK drives the module's functions as a client of this engine (the SDK's module
 runtime, what `dagger call` needs, is on no registry reachable here): `connected()` opens a
@@ -31,7 +35,7 @@ DOCKER = "/usr/bin/docker"
 MIRROR_CONFIG = """version: 0.1
 log: {level: warn}
 storage: {filesystem: {rootdirectory: /var/lib/registry}, maintenance: {readonly: {enabled: true}}}
-http: {addr: 127.0.0.1:5000}
+http: {addr: 0.0.0.0:5000}
 """
 
 
@@ -40,6 +44,16 @@ class Engine:
     name: str
     bin_dir: pathlib.Path
     volume: str
+    ip: str  # the engine's address on the test's network: its containers reach the mirror there
+    gateway: str  # the host's address on that network: where outside registries for the engine listen
+
+    def buildkitd_toml(self) -> str:
+        """The BuildKit configuration a user with a pull-through cache would give the module
+        (`buildkit_config`): docker.io and ghcr.io from the mirror, which speaks plain HTTP."""
+        mirror = f"{self.ip}:5000"
+        return (f'[registry."docker.io"]\n  mirrors = ["{mirror}"]\n'
+                f'[registry."ghcr.io"]\n  mirrors = ["{mirror}/ghcr"]\n'
+                f'[registry."{mirror}"]\n  http = true\n')
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,9 +85,11 @@ def build() -> tuple[pathlib.Path, str]:
 
 
 @contextlib.contextmanager
-def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, volume: str | None = None) -> Iterator[Engine]:
+def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, volume: str | None = None,
+            extra_ca: pathlib.Path | None = None) -> Iterator[Engine]:
     """A started engine (a new state volume unless one is named: a fresh runner's engine), the
-    mirror beside it; both containers, the network and a new volume removed afterwards."""
+    mirror beside it, `extra_ca` among the CAs it trusts and injects; both containers, the
+    network and a new volume removed afterwards."""
     suffix = uuid.uuid4().hex[:8]
     name, network = f"dimbybot2-engine-{suffix}", f"dimbybot2-engine-net-{suffix}"
     own_volume = volume is None
@@ -84,12 +100,15 @@ def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, vol
         config.chmod(0o644)
         _run("network", "create", network)
         try:
-            _run("run", "-d", "--name", name, "--privileged", "--network", network, "-v", f"{volume}:/var/lib/dagger", image)
+            ca = ["-v", f"{extra_ca}:/usr/local/share/ca-certificates/dimbybot2-test-extra.crt:ro"] if extra_ca else []
+            _run("run", "-d", "--name", name, "--privileged", "--network", network, "-v", f"{volume}:/var/lib/dagger", *ca, image)
             _run("run", "-d", "--name", f"{name}-mirror", "--network", f"container:{name}",
                  "-v", f"{mirror_storage}:/var/lib/registry:ro", "-v", "/usr/bin/docker-registry:/usr/bin/docker-registry:ro",
                  "-v", f"{config}:/etc/mirror.yml:ro", "--entrypoint", "/usr/bin/docker-registry",
                  "dimbybot2-test/debian:bookworm", "serve", "/etc/mirror.yml")
-            engine = Engine(name=name, bin_dir=bin_dir, volume=volume)
+            ip, gateway = _run("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.Gateway}}{{end}}",
+                               name).stdout.split()
+            engine = Engine(name=name, bin_dir=bin_dir, volume=volume, ip=ip, gateway=gateway)
             deadline = time.monotonic() + 120
             while True:
                 probe = engine.cli("core", "version", timeout=60)

@@ -14,6 +14,9 @@ runc_version=$(sed -n 's/^[[:space:]]*github.com\/opencontainers\/runc \(v[0-9.]
 [ -n "$version" ] && [ -n "$runc_version" ] || { echo "error: versions not found in $here/go.mod" >&2; exit 1; }
 bin="$cache/bin/dagger-$version"
 mkdir -p "$cache/mod" "$cache/build" "$bin"
+# One build at a time (tests run this script too): go build rewrites the binaries in place.
+exec 9>"$cache/.build-dagger.lock"
+flock 9
 export GOMODCACHE="$cache/mod" GOCACHE="$cache/build" GOFLAGS=-mod=readonly GOTOOLCHAIN=local
 # The sum database has no entry for these three (it answers 404); go.sum still pins them.
 export GONOSUMDB=github.com/jedevc/go-libsecret,github.com/vito/bubbline,go.etcd.io/bbolt
@@ -32,7 +35,8 @@ CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin/" \
 CGO_ENABLED=1 go build -trimpath -buildmode=pie -tags "seccomp netgo osusergo" \
   -ldflags "-X main.version=${runc_version#v} -linkmode external -extldflags -static-pie" -o "$bin/runc" \
   github.com/opencontainers/runc
-"$bin/dagger" version | grep -q " $version " || { echo "error: $bin/dagger is not $version" >&2; exit 1; }
-"$bin/runc" --version | grep -q "${runc_version#v}" || { echo "error: $bin/runc is not $runc_version" >&2; exit 1; }
+# Read whole, then matched: `cmd | grep -q` fails under pipefail when grep stops reading early.
+built=$("$bin/dagger" version); [[ "$built" == *" $version "* ]] || { echo "error: $bin/dagger is not $version: $built" >&2; exit 1; }
+built=$("$bin/runc" --version); [[ "$built" == *"${runc_version#v}"* ]] || { echo "error: $bin/runc is not $runc_version: $built" >&2; exit 1; }
 echo "[dagger] $version (runc $runc_version) built in $(( $(date +%s) - started )) s (cache $cache)" >&2
 echo "$bin"

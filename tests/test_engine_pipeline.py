@@ -1,0 +1,224 @@
+"""build-and-push, build, verify-determinism and debug, executed end to end by a real Dagger
+engine (marked `engine`): the engine of tests/dagger_engine.py, driven through the SDK as a
+client with the arguments `dagger call` builds (the source with the module's Ignore list,
+secrets by `set_secret`); ci.main.MODULE_SOURCE stands in for dag.current_module().
+
+The BuildKit the pipeline starts pulls the Dockerfiles' base images itself: it is given the
+mirror (stand-ins for docker.io's and ghcr.io's images) as a user gives a pull-through cache,
+with `buildkit_config`. The outside registry is Debian's docker-registry with htpasswd over
+TLS on the test network's gateway; the engine trusts the throwaway CA that signed it, as a
+company's engine trusts its CA.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from ci import main
+from ci.errors import InputError
+from ci.registry import Registry
+from tests import dagger_engine, pinned_buildkit
+from tests.conftest import REPO
+from tests.registry_fixture import RunningRegistry, ThrowawayCA, start_registry
+
+pytestmark = [pytest.mark.engine, pytest.mark.docker, pytest.mark.usefixtures("docker")]
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    return ThrowawayCA.make(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def engine(ca: ThrowawayCA) -> Iterator[dagger_engine.Engine]:
+    pinned_buildkit.fill_mirror(pinned_buildkit.binaries())
+    bin_dir, image = dagger_engine.build()
+    with dagger_engine.running(bin_dir, image, pinned_buildkit.MIRROR_STORAGE, extra_ca=ca.cert) as started:
+        yield started
+
+
+@pytest.fixture
+def outside(engine: dagger_engine.Engine, ca: ThrowawayCA, tmp_path: pathlib.Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningRegistry]:
+    """A registry of its own for each test, where the engine's containers (and this process,
+    trusting the same CA) reach it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert))
+    yield from start_registry(tmp_path, address=engine.gateway, certificate=ca.issue(engine.gateway), ca=ca.cert)
+
+
+def pipeline(engine: dagger_engine.Engine) -> main.Dimbybot2:
+    """The module object as `dagger call --buildkit-config=buildkitd.toml` makes it."""
+    import dagger
+
+    source = dagger.dag.host().directory(str(REPO), exclude=main.SOURCE_IGNORE)
+    config = dagger.dag.directory().with_new_file("buildkitd.toml", engine.buildkitd_toml()).file("buildkitd.toml")
+    return main.Dimbybot2(source=source, buildkit_config=config)
+
+
+def client(registry: RunningRegistry) -> Registry:
+    return Registry(registry.host, registry.username, registry.password)
+
+
+async def push(engine: dagger_engine.Engine, registry: RunningRegistry, password: str | None = None,
+               **options: object) -> main.BuildAndPushResult:
+    import dagger
+
+    secret = dagger.dag.set_secret(f"registry-password-{uuid.uuid4().hex}", password or registry.password)
+    return await pipeline(engine).build_and_push(registry=f"{registry.host}/dimbybot2", username=registry.username,
+                                                 password=secret, sha=SHA, **options)  # type: ignore[arg-type]
+
+
+async def test_build_and_push_to_an_outside_registry_pushes_both_images_sha_then_latest(
+        engine: dagger_engine.Engine, outside: RunningRegistry) -> None:
+    async with dagger_engine.connected(engine, REPO):
+        result = await push(engine, outside, cache_backend="engine")
+    assert result.ok, [(i.name, i.error) for i in result.images]
+    registry = client(outside)
+    for image in result.images:
+        repository = f"dimbybot2/dimbybot2-{image.name}"
+        assert image.refs == [f"{outside.host}/{repository}:{SHA}", f"{outside.host}/{repository}:latest"]
+        assert registry.digest(repository, SHA) == image.digest
+        assert registry.digest(repository, "latest") == image.digest
+
+
+def catalog(registry: RunningRegistry) -> list[str]:
+    import base64
+    import json
+    import urllib.request
+
+    auth = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
+    request = urllib.request.Request(f"https://{registry.host}/v2/_catalog", headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return list(json.load(response)["repositories"])
+
+
+def delete_image(registry: RunningRegistry, repository: str, digest: str) -> None:
+    """Deletes the manifest: every tag on it goes too (what a registry's retention policy does)."""
+    import base64
+    import urllib.request
+
+    auth = base64.b64encode(f"{registry.username}:{registry.password}".encode()).decode()
+    request = urllib.request.Request(f"https://{registry.host}/v2/{repository}/manifests/{digest}", method="DELETE",
+                                     headers={"Authorization": f"Basic {auth}"})
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+async def test_the_same_call_twice_on_one_engine_pushes_and_moves_the_tags_again_from_the_engine_cache(
+        engine: dagger_engine.Engine, outside: RunningRegistry) -> None:
+    """The per-call id defeats the engine's exec cache for the push and the tag moves: with the
+    tags deleted after the first call, the second puts them back; its build hits every step
+    from the state volume (the `engine` backend)."""
+    async with dagger_engine.connected(engine, REPO):
+        first = await push(engine, outside, cache_backend="engine", images=["lavalink"])
+        (image,) = first.images
+        repository = "dimbybot2/dimbybot2-lavalink"
+        delete_image(outside, repository, image.digest)
+        assert client(outside).manifest_or_none(repository, "latest") is None
+        second = await push(engine, outside, cache_backend="engine", images=["lavalink"])
+    (again,) = second.images
+    assert second.ok, again.error
+    assert again.digest == image.digest
+    assert client(outside).digest(repository, SHA) == client(outside).digest(repository, "latest") == image.digest
+    assert again.cached_steps == again.total_steps > 0
+
+
+async def test_a_wrong_password_is_refused_before_anything_is_built_or_pushed(
+        engine: dagger_engine.Engine, outside: RunningRegistry) -> None:
+    async with dagger_engine.connected(engine, REPO):
+        with pytest.raises(InputError) as refused:
+            await push(engine, outside, password="not-the-password")
+    assert refused.value.argument == "--password"
+    assert "not-the-password" not in str(refused.value)
+    assert catalog(outside) == []
+
+
+async def test_build_and_push_with_the_embedded_registry_pushes_both_images(engine: dagger_engine.Engine) -> None:
+    """No --registry: the pipeline starts one for the call (Service.start keeps it up between
+    the push and the tag moves), pushes both images and reads the SHA tag back."""
+    async with dagger_engine.connected(engine, REPO):
+        result = await pipeline(engine).build_and_push(sha=SHA, cache_backend="none")
+    assert result.ok, [(i.name, i.error) for i in result.images]
+    assert sorted(i.name for i in result.images) == ["bot", "lavalink"]
+    for image in result.images:
+        assert image.digest.startswith("sha256:")
+        assert image.refs == [f"{main.EMBEDDED_REGISTRY}/dimbybot2-{image.name}:{SHA}",
+                              f"{main.EMBEDDED_REGISTRY}/dimbybot2-{image.name}:latest"]
+
+
+async def test_build_returns_the_image_as_a_container_the_bot_runs_in(engine: dagger_engine.Engine) -> None:
+    """What `dagger call build --image=bot terminal` opens: the built image, its entrypoint's
+    program importable from its venv."""
+    async with dagger_engine.connected(engine, REPO):
+        ctr = await pipeline(engine).build(image="bot")
+        out = await ctr.with_exec(["python", "-c", "import dimbybot, sys; print(sys.prefix)"]).stdout()
+        user = await ctr.user()
+    assert out.strip() == "/opt/venv"
+    assert user == "10001:10001"
+
+
+async def test_verify_determinism_finds_the_cached_and_uncached_builds_identical(engine: dagger_engine.Engine) -> None:
+    import json
+
+    async with dagger_engine.connected(engine, REPO):
+        out = await pipeline(engine).verify_determinism(image="lavalink")
+    result = json.loads(out)
+    assert result["identical"] is True, result
+    hits, total = result["cached_build_hits"].split("/")
+    assert hits == total
+
+
+SECOND_CALL = """
+import asyncio, json, os, pathlib, sys
+sys.path.insert(0, os.environ["REPO"])
+import dagger
+from tests import dagger_engine
+from tests.conftest import REPO
+from tests.registry_fixture import RunningRegistry
+from tests.test_engine_pipeline import push
+
+async def main():
+    engine = dagger_engine.Engine(**{**json.loads(os.environ["ENGINE"]), "bin_dir": pathlib.Path(os.environ["BIN_DIR"])})
+    registry = RunningRegistry(**{**json.loads(os.environ["REGISTRY"]), "storage": pathlib.Path(os.environ["STORAGE"])})
+    async with dagger_engine.connected(engine, REPO):
+        result = await push(engine, registry, cache_backend="engine", images=["lavalink"])
+    print(json.dumps({"ok": result.ok, "digest": result.images[0].digest, "error": result.images[0].error}))
+
+asyncio.run(main())
+"""
+
+
+async def test_two_calls_at_once_on_one_engine_share_its_cache_without_colliding(
+        engine: dagger_engine.Engine, outside: RunningRegistry) -> None:
+    """Two `dagger call`s at once (two sessions: within one, the engine would run one service
+    for both): their buildkitd want the one state volume, and LOCKED sharing makes the second
+    wait for the first (shared, the second would die on buildkitd.lock)."""
+    import dataclasses
+    import json
+    import os
+    import sys
+
+    env = {**os.environ, "REPO": str(REPO), "ENGINE": json.dumps(dataclasses.asdict(engine), default=str),
+           "REGISTRY": json.dumps(dataclasses.asdict(outside), default=str),
+           "BIN_DIR": str(engine.bin_dir), "STORAGE": str(outside.storage)}
+    second: dict[str, object] = {}
+
+    async def other_session() -> None:
+        done = await anyio.run_process([sys.executable, "-c", SECOND_CALL], env=env, check=False)
+        second["out"], second["code"], second["err"] = done.stdout.decode(), done.returncode, done.stderr.decode()[-3000:]
+
+    async with dagger_engine.connected(engine, REPO):
+        async with anyio.create_task_group() as group:
+            group.start_soon(other_session)
+            first = await push(engine, outside, cache_backend="engine", images=["lavalink"])
+    assert second["code"] == 0, second["err"]
+    other = json.loads(str(second["out"]).strip().splitlines()[-1])
+    assert first.ok and other["ok"], (first.images[0].error, other["error"])
+    assert other["digest"] == first.images[0].digest
