@@ -222,3 +222,85 @@ async def test_two_calls_at_once_on_one_engine_share_its_cache_without_colliding
     other = json.loads(str(second["out"]).strip().splitlines()[-1])
     assert first.ok and other["ok"], (first.images[0].error, other["error"])
     assert other["digest"] == first.images[0].digest
+
+
+# --- services: the embedded registry keeps what was pushed for the whole call -------------
+
+BLOB = b"pushed before the slow step"
+PUT_BLOB = "from ci.registry import Registry; print(Registry('registry:5000', insecure=True).put_blob('probe', b'%s'))" % BLOB.decode()
+HAS_BLOB = ("import sys; from ci.registry import Registry\n"
+            "try:\n    Registry('registry:5000', insecure=True).blob('probe', sys.argv[1]); print('kept')\n"
+            "except Exception as err:\n    print('gone:', err)")
+
+
+async def run_against(registry: object, argv: list[str], call_id: str) -> str:
+    ctr = (main.core_container(main.module_source()).with_service_binding(main.REGISTRY_ALIAS, registry)  # type: ignore[arg-type]
+           .with_(main.once_per_call(call_id)).with_exec(argv))
+    return (await ctr.stdout()).strip()
+
+
+@pytest.mark.parametrize("started", [True, False], ids=["started-for-the-call", "only-bound"])
+async def test_the_embedded_registry_survives_a_slow_step_only_when_started_for_the_call(
+        engine: dagger_engine.Engine, started: bool) -> None:
+    """The rule registry_service() is started for: an idle service is stopped about 10 s after
+    its last client detaches, and the next binding meets a fresh one (here: an empty registry)."""
+    async with dagger_engine.connected(engine, REPO):
+        service = main.registry_service()
+        if started:
+            service = await service.start()
+        try:
+            digest = await run_against(service, ["python", "-c", PUT_BLOB], main.new_call_id())
+            await anyio.sleep(20)  # the slow step between the push and the tag moves
+            seen = await run_against(service, ["python", "-c", HAS_BLOB, digest], main.new_call_id())
+        finally:
+            if started:
+                await service.stop()
+    assert seen == "kept" if started else seen.startswith("gone:"), seen
+
+
+# --- debug: the state before the step that missed, from the real build's cache -------------
+
+def git(repo: pathlib.Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", *args],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def repo_with_a_code_change(root: pathlib.Path) -> tuple[pathlib.Path, str]:
+    """A copy of the bot's build inputs with two commits: base, then one changed source file."""
+    import shutil
+
+    repo = root / "repo"
+    repo.mkdir()
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml"):
+        shutil.copy2(REPO / name, repo / name)
+    shutil.copytree(REPO / "bot", repo / "bot", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "Lavalink", repo / "Lavalink")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    base = git(repo, "rev-parse", "HEAD")
+    code = next((repo / "bot" / "dimbybot").glob("*.py"))
+    code.write_text(code.read_text() + "\n# changed\n")
+    git(repo, "commit", "-qam", "head")
+    return repo, base
+
+
+async def test_debug_at_the_first_miss_opens_the_state_before_the_changed_copy(
+        engine: dagger_engine.Engine, tmp_path: pathlib.Path) -> None:
+    """`dagger call debug --image=bot --step=first-miss terminal` after a code change: the
+    shell starts where the missed COPY would run, the dependencies already in place."""
+    import dagger
+
+    repo, base = repo_with_a_code_change(tmp_path)
+    async with dagger_engine.connected(engine, REPO):
+        ours = pipeline(engine)
+        module = main.Dimbybot2(source=dagger.dag.host().directory(str(repo), exclude=main.SOURCE_IGNORE),
+                                buildkit_config=ours.buildkit_config)
+        state = await module.debug(image="bot", step="first-miss", base=base, cache_backend="engine")
+        listing = await state.with_exec(["sh", "-c", "ls /app; test -x /opt/venv/bin/python && echo venv"]).stdout()
+        after = await module.debug(image="bot", step="first-miss", at="after", base=base, cache_backend="engine")
+        copied = await after.with_exec(["ls", "/app/dimbybot"]).stdout()
+    assert listing.split() == ["venv"]  # /app is empty: the COPY of the code is the step that missed
+    assert "__main__.py" in copied.split()
