@@ -1,4 +1,6 @@
 """A real sshd on 127.0.0.1 (Debian's openssh-server) with a key-only user in the docker group.
+Given an address, it listens there instead (a Dagger engine's containers reach the host on its
+network's gateway: tests/test_engine_deploy.py); known_hosts names that address.
 
 Needs root (CI runs as root): creates the user once, writes an authorized_keys file of this
 sshd's own (so several can run at once), and runs a private sshd (own config, host key, port and
@@ -30,7 +32,7 @@ class RunningSshd:
     user: str
     home: pathlib.Path
     client_key: str  # private key text
-    known_hosts: str  # "[127.0.0.1]:PORT ssh-ed25519 ..."
+    known_hosts: str  # "[ADDRESS]:PORT ssh-ed25519 ..."
     other_known_hosts: str  # a valid line for a different key: the wrong host key
 
 
@@ -44,9 +46,9 @@ def _keypair(directory: pathlib.Path, name: str) -> tuple[str, str]:
     return path.read_text(), (directory / f"{name}.pub").read_text().strip()
 
 
-def _free_port() -> int:
+def _free_port(address: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((address, 0))
         return int(sock.getsockname()[1])
 
 
@@ -62,7 +64,7 @@ def ensure_user() -> pathlib.Path:
     return pathlib.Path(entry.pw_dir)
 
 
-def start_sshd(directory: pathlib.Path, force_command: str | None = None) -> Iterator[RunningSshd]:
+def start_sshd(directory: pathlib.Path, force_command: str | None = None, address: str = "127.0.0.1") -> Iterator[RunningSshd]:
     directory.mkdir(parents=True, exist_ok=True)
     home = ensure_user()
     client_key, client_pub = _keypair(directory, "client")
@@ -75,10 +77,10 @@ def start_sshd(directory: pathlib.Path, force_command: str | None = None) -> Ite
     authorized.chmod(0o600)
     shutil.chown(ssh_dir, USER, USER)
     shutil.chown(authorized, USER, USER)
-    port = _free_port()
+    port = _free_port(address)
     config = directory / "sshd_config"
     config.write_text(f"""Port {port}
-ListenAddress 127.0.0.1
+ListenAddress {address}
 HostKey {directory / 'host'}
 PidFile {directory / 'sshd.pid'}
 PasswordAuthentication no
@@ -94,13 +96,13 @@ AuthorizedKeysFile .ssh/{authorized.name}
     try:
         for _ in range(50):
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                if sock.connect_ex((address, port)) == 0:
                     break
             time.sleep(0.1)
         key_type, key_body = host_pub.split()[:2]
         other_type, other_body = other_pub.split()[:2]
-        yield RunningSshd("127.0.0.1", port, USER, home, client_key,
-                          f"[127.0.0.1]:{port} {key_type} {key_body}\n", f"[127.0.0.1]:{port} {other_type} {other_body}\n")
+        yield RunningSshd(address, port, USER, home, client_key,
+                          f"[{address}]:{port} {key_type} {key_body}\n", f"[{address}]:{port} {other_type} {other_body}\n")
     finally:
         pid_file = directory / "sshd.pid"
         if pid_file.exists():
