@@ -3,7 +3,9 @@ core calls the local driver makes (ci.avoidance, ci.avoidance_registry), one ver
 
   python -m ci.avoidance_cli decide [--plain-http] [--no-skip] HOST REPOSITORY --root DIR --dockerfile F
          --context C --builder B [--target T] [--build-arg K=V]... [--source-date-epoch N] [--rewrite-timestamp]
-      compute the input key of the build and look it up in HOST/REPOSITORY: one JSON line
+         [--buildkitd-config FILE]
+      compute the input key of the build (base images resolved through FILE's mirrors first, as
+      the BuildKit it configures pulls them) and look it up in HOST/REPOSITORY: one JSON line
       {"skip", "key", "detail", "image", "commit", "cache"} (image/commit/cache of the record found)
   python -m ci.avoidance_cli skip [--plain-http] HOST REPOSITORY DIGEST TAG...
       point the first TAG (the SHA tag) at DIGEST, then the others in order, each read back
@@ -57,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     decide.add_argument("--build-arg", action="append", default=[])
     decide.add_argument("--source-date-epoch", type=int)
     decide.add_argument("--rewrite-timestamp", action="store_true")
+    decide.add_argument("--buildkitd-config")
     skip.add_argument("digest")
     skip.add_argument("tags", nargs="+")
     for name in ("key", "digest", "commit"):
@@ -70,11 +73,16 @@ def _checked(argv: list[str]) -> argparse.Namespace:
     validate_host(args.host, "HOST")
     check_text(args.repository, "REPOSITORY")
     if args.verb == "decide":
-        for name in ("root", "dockerfile", "context", "builder", "target"):
+        for name in ("root", "dockerfile", "context", "builder", "target", "buildkitd_config"):
             if getattr(args, name) is not None:
-                check_text(getattr(args, name), f"--{name}")
+                check_text(getattr(args, name), f"--{name.replace('_', '-')}")
         args.build_args = parse_build_args(args.build_arg)
         validate_epoch(args.source_date_epoch)
+        try:
+            text = pathlib.Path(args.buildkitd_config).read_text() if args.buildkitd_config else ""
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError("--buildkitd-config", f"cannot be read: {err.__class__.__name__}") from None
+        args.mirrors = avoidance_registry.mirrors_from_buildkitd_toml(text)
     else:
         if not _DIGEST.match(args.digest):
             raise InputError("DIGEST", "must be sha256:<64 hex>")
@@ -100,7 +108,7 @@ def main(argv: list[str]) -> int:
         request = BuildRequest(image="avoidance", context=args.context, dockerfile=args.dockerfile,
                                output=Output("push", rewrite_timestamp=args.rewrite_timestamp), target=args.target,
                                build_args=tuple(sorted(args.build_args)), source_date_epoch=args.source_date_epoch)
-        resolve = avoidance_registry.RegistryResolver(args.host, registry.username, registry.password)
+        resolve = avoidance_registry.RegistryResolver(args.host, registry.username, registry.password, mirrors=args.mirrors)
         decision = avoidance_registry.decide(DirSnapshot(pathlib.Path(args.root)), request, args.builder, resolve, registry,
                                              args.repository, args.no_skip)
         found = decision.record

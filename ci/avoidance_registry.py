@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from collections.abc import Sequence
 
 from . import avoidance
-from .errors import PipelineError
+from .errors import InputError, PipelineError
 from .explain.snapshot import Snapshot
 from .model import BuildRequest
 from .registry import Registry
@@ -123,23 +124,70 @@ def decide(snapshot: Snapshot, request: BuildRequest, builder: str, resolve: avo
     return Decision(key, found, True, f"skipped: same inputs as {found.image} (built for {found.commit or 'an unknown commit'})")
 
 
+@dataclasses.dataclass(frozen=True)
+class Mirror:
+    """One registry mirror as buildkitd.toml names it: `host[:port][/path prefix]`."""
+
+    host: str
+    prefix: str = ""
+    plain_http: bool = False
+
+
+def mirrors_from_buildkitd_toml(text: str) -> dict[str, tuple[Mirror, ...]]:
+    """The mirrors a buildkitd.toml gives each upstream registry (`[registry."docker.io"]
+    mirrors = [...]`), and whether each mirror speaks plain HTTP (its own `http = true`). The
+    key must resolve base images where BuildKit pulls them from, or a mirror's copy of a tag
+    and the upstream's could disagree; BuildKit tries the mirrors first, then the upstream."""
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise InputError("--buildkit-config", f"not TOML: {err}") from None
+    registries = config.get("registry", {})
+    if not isinstance(registries, dict):
+        raise InputError("--buildkit-config", "[registry] must be a table of registries")
+    found: dict[str, tuple[Mirror, ...]] = {}
+    for upstream, settings in registries.items():
+        names = settings.get("mirrors", []) if isinstance(settings, dict) else []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise InputError("--buildkit-config", f"registry.{upstream}.mirrors must be a list of host[:port][/path]")
+        mirrors = []
+        for name in names:
+            host, _, prefix = name.partition("/")
+            own = registries.get(host, {})
+            mirrors.append(Mirror(host, prefix.strip("/"), bool(isinstance(own, dict) and own.get("http"))))
+        if mirrors:
+            found[upstream] = tuple(mirrors)
+    return found
+
+
 class RegistryResolver:
-    """Base image digests from their registries, as BuildKit would resolve them now. The
-    target registry's credentials go only to the target registry's host."""
+    """Base image digests from their registries, as BuildKit would resolve them now (through
+    the mirrors it is configured with first). The target registry's credentials go only to
+    the target registry's host."""
 
     def __init__(self, host: str | None = None, username: str | None = None, password: str | None = None,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, mirrors: dict[str, tuple[Mirror, ...]] | None = None) -> None:
         self._host, self._username, self._password, self._timeout = host, username, password, timeout
+        self._mirrors = mirrors or {}
         self._clients: dict[str, Registry] = {}
         self._digests: dict[str, str] = {}
+
+    def _client(self, api: str, own: bool, plain_http: bool = False) -> Registry:
+        if api not in self._clients:
+            self._clients[api] = Registry(api, self._username if own else None, self._password if own else None,
+                                          timeout=self._timeout, attempts=2, insecure=plain_http)
+        return self._clients[api]
 
     def __call__(self, ref: str) -> str:
         if ref not in self._digests:
             host, repository, reference = avoidance.split_ref(ref)
+            for mirror in self._mirrors.get(host, ()):
+                try:
+                    path = f"{mirror.prefix}/{repository}" if mirror.prefix else repository
+                    self._digests[ref] = self._client(mirror.host, mirror.host == self._host, mirror.plain_http).digest(path, reference)
+                    return self._digests[ref]
+                except PipelineError:
+                    continue  # as BuildKit does: the next mirror, then the upstream
             api = avoidance.API_HOSTS.get(host, host)
-            if api not in self._clients:
-                own = host == self._host
-                self._clients[api] = Registry(api, self._username if own else None, self._password if own else None,
-                                              timeout=self._timeout, attempts=2)
-            self._digests[ref] = self._clients[api].digest(repository, reference)
+            self._digests[ref] = self._client(api, host == self._host).digest(repository, reference)
         return self._digests[ref]

@@ -20,11 +20,11 @@ import anyio
 import dagger
 from dagger import DefaultPath, Doc, Ignore, dag, field, function, object_type
 
-from . import __version__, cache, debug, gitinfo, pins, progress, render, report, tags
+from . import __version__, avoidance_registry, cache, debug, gitinfo, pins, progress, render, report, tags
 from .config import ProjectConfig, check_inputs, from_pyproject_text
 from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
-from .pipeline import ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result, plan
+from .pipeline import AvoidanceStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result, plan
 from .progress import BuildLog
 
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
@@ -322,6 +322,54 @@ def retag_container(image_plan: ImagePlan, request: BuildRequest, digest: str, c
                        expect=dagger.ReturnType.ANY))
 
 
+def _repository_of(image_plan: ImagePlan) -> tuple[str, str, str]:
+    """(host, repository, SHA tag) of a plan's first ref."""
+    host, _, path = image_plan.refs[0].partition("/")
+    repository, _, pushed_tag = path.rpartition(":")
+    return host, repository, pushed_tag
+
+
+def avoidance_container(image_plan: ImagePlan, request: BuildRequest, source: dagger.Directory, creds: Credentials,
+                        module_source: dagger.Directory, call_id: str, registry: dagger.Service | None = None,
+                        buildkit_config: dagger.File | None = None, no_skip: bool = False) -> dagger.Container:
+    """Computes the image's input key with the core (ci.avoidance) and looks it up in the target
+    repository: one JSON line. Base images resolve through `buildkit_config`'s mirrors first,
+    where the in-pipeline BuildKit pulls them."""
+    host, repository, _ = _repository_of(image_plan)
+    argv = ["python", "-m", "ci.avoidance_cli", "decide", *(["--plain-http"] if request.output.insecure else []),
+            *(["--no-skip"] if no_skip else []), host, repository, "--root", SRC, "--dockerfile", request.dockerfile,
+            "--context", request.context, "--builder", pins.BUILDKIT_IMAGE]
+    argv += ["--target", request.target] if request.target else []
+    argv += [arg for name, value in request.build_args for arg in ("--build-arg", f"{name}={value}")]
+    argv += ["--source-date-epoch", str(request.source_date_epoch)] if request.source_date_epoch is not None else []
+    argv += ["--rewrite-timestamp"] if request.output.rewrite_timestamp else []
+    # git: the key reads the source as explain does (a DirSnapshot asks git what is tracked).
+    ctr = (core_container(module_source, apt=("git",)).with_directory(SRC, source)
+           .with_exec(["git", "config", "--global", "--add", "safe.directory", SRC]).with_(with_registry(creds, registry)))
+    if buildkit_config is not None:
+        ctr = ctr.with_file(BUILDKITD_CONFIG, buildkit_config)
+        argv += ["--buildkitd-config", BUILDKITD_CONFIG]
+    return ctr.with_(once_per_call(call_id)).with_exec(argv, expect=dagger.ReturnType.ANY)
+
+
+def avoidance_step(verb: str, args: list[str], plain_http: bool, creds: Credentials, module_source: dagger.Directory,
+                   call_id: str, registry: dagger.Service | None = None) -> dagger.Container:
+    """`skip` (point the tags at the recorded image) or `record` (the key beside a pushed image)."""
+    return (core_container(module_source).with_(with_registry(creds, registry)).with_(once_per_call(call_id))
+            .with_exec(["python", "-m", "ci.avoidance_cli", verb, *(["--plain-http"] if plain_http else []), *args],
+                       expect=dagger.ReturnType.ANY))
+
+
+@dataclasses.dataclass(frozen=True)
+class AvoidanceSettings:
+    """How one build-and-push call avoids builds: off with an external BuildKit (its version,
+    part of the key, is not known here)."""
+
+    enabled: bool
+    no_skip: bool = False
+    buildkit_config: dagger.File | None = None
+
+
 @object_type
 class ImageOutcome:
     """What happened to one image."""
@@ -336,6 +384,7 @@ class ImageOutcome:
     cache_import: Annotated[str, Doc("ok, off, or 'failed: <why>'")] = field(default="off")
     cache_export: Annotated[str, Doc("ok, off, or 'failed: <why>'")] = field(default="off")
     warnings: list[str] = field(default=list)
+    avoidance: Annotated[str, Doc("skipped: same inputs as <digest> (built for <commit>), or why it was built")] = field(default="")
     error: str = field(default="")
 
 
@@ -417,6 +466,7 @@ def _outcome(result: ImageResult) -> ImageOutcome:
         cache_import=_status_text(result.cache_import.ok, result.cache_import.detail),
         cache_export=_status_text(result.cache_export.ok, result.cache_export.detail),
         warnings=list(result.warnings), error=result.error or "",
+        avoidance=result.avoidance.detail if result.avoidance is not None else "",
     )
 
 
@@ -595,16 +645,20 @@ class Dimbybot2:
         cache_mode: Annotated[str, Doc("max (also intermediate stages) or min (final stage only, for quota pressure)")] = "max",
         cache_ref: Annotated[str, Doc("Registry repository for the registry cache, e.g. ghcr.io/owner/dimbybot2-cache")] = "",
         cache_bust: Annotated[str, Doc("Suffix for the cache scopes: change it to start a fresh cache")] = "",
+        cache_timeout: Annotated[str, Doc("How long a gha export may keep retrying after HTTP 429 (e.g. 90s, 10m); "
+                                          "the images are pushed before it starts")] = "10m",
         gha_token: Annotated[dagger.Secret | None, Doc("ACTIONS_RUNTIME_TOKEN (env://ACTIONS_RUNTIME_TOKEN)")] = None,
         gha_results_url: Annotated[dagger.Secret | None, Doc("ACTIONS_RESULTS_URL (env://ACTIONS_RESULTS_URL)")] = None,
         images: Annotated[list[str] | None, Doc("Which images (default: all)")] = None,
         build_arg: Annotated[list[str] | None, Doc("Extra build args, NAME=value")] = None,
         source_date_epoch: Annotated[int, Doc("SOURCE_DATE_EPOCH (fixed by default, so caches survive commits)")] = 0,
         buildkit: Annotated[dagger.Service | None, Doc(BUILDKIT_DOC + "; needs --registry")] = None,
+        no_skip: Annotated[bool, Doc("Build even when the registry holds an image built from the same inputs")] = False,
     ) -> BuildAndPushResult:
         """Build the images concurrently, export/import their layer cache, push the SHA tag, then move `latest`."""
         check_inputs({"--registry": registry, "--username": username, "--sha": sha, "--tag": tag, "--cache": cache_backend,
-                      "--cache-mode": cache_mode, "--cache-ref": cache_ref, "--cache-bust": cache_bust, "--images": images,
+                      "--cache-mode": cache_mode, "--cache-ref": cache_ref, "--cache-bust": cache_bust, "--cache-timeout": cache_timeout,
+                      "--images": images,
                       "--build-arg": build_arg})
         if registry:  # before the engine is asked anything, as the CLI does
             tags.validate_registry(registry)
@@ -620,11 +674,12 @@ class Dimbybot2:
         options = PipelineOptions(
             registry=registry, tag_plan=tags.plan(commit, latest, tag or ()), images=tuple(images or ()),
             cache=cache.CacheOptions(backend=_backend(cache_backend), mode=cache_mode, bust=cache_bust,
-                                     cache_ref=cache_ref or None, gha_tokens=gha_token is not None and gha_results_url is not None),
+                                     cache_ref=cache_ref or None, gha_tokens=gha_token is not None and gha_results_url is not None,
+                                     export_timeout=cache_timeout),
             build_args=_build_args(build_arg), source_date_epoch=source_date_epoch,
             # Standalone BuildKit can clamp file times on push (the docker driver cannot: it
             # conflicts with unpacking into the image store): the pushed image is reproducible.
-            rewrite_timestamp=True,
+            rewrite_timestamp=True, skip_unchanged=not no_skip,
         )
         host = tags.registry_host(registry)
         # One decision for the push (registry.insecure) and every registry call after it.
@@ -647,11 +702,12 @@ class Dimbybot2:
         registry_svc = await registry_service().start() if embedded else None
         try:
             builder = await _buildkit(buildkit, registry_svc, cache.resolve(options.cache), self.buildkit_config)
+            avoid = AvoidanceSettings(enabled=buildkit is None, no_skip=no_skip, buildkit_config=self.buildkit_config)
             results: dict[str, ImageResult] = {}
 
             async def one(image_plan: ImagePlan) -> None:
                 results[image_plan.image.name] = await _build_one(
-                    image_plan, self.source, creds, builder, registry_svc, own_source, call_id)
+                    image_plan, self.source, creds, builder, registry_svc, own_source, call_id, avoid)
 
             async with anyio.create_task_group() as group:
                 for image_plan in plans:
@@ -716,19 +772,75 @@ class Dimbybot2:
 
 async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Credentials,
                      builder: tuple[dagger.Service, str | None], registry: dagger.Service | None,
-                     module_source: dagger.Directory, call_id: str) -> ImageResult:
+                     module_source: dagger.Directory, call_id: str, avoid: AvoidanceSettings | None = None) -> ImageResult:
     """Build and push one image, then confirm its SHA tag and move the others. Any failure,
     the engine's included, becomes this image's error: the other image goes on, and the
     report and artifacts are still written."""
     started = time.monotonic()
     name, request = image_plan.image.name, image_plan.request
     try:
-        result = await _push_and_tag(image_plan, request, source, creds, builder, registry, module_source, call_id)
+        decision = await _decide(image_plan, request, source, creds, registry, module_source, call_id, avoid)
+        if decision is not None and decision.get("skip"):
+            result = await _skip(image_plan, request, creds, registry, module_source, call_id, decision)
+        else:
+            result = await _push_and_tag(image_plan, request, source, creds, builder, registry, module_source, call_id)
+            if decision is not None:
+                await _record(image_plan, request, creds, registry, module_source, call_id, decision, result)
     except dagger.QueryError as err:
         first = (progress.redact(str(err)).strip().splitlines() or ["the engine gave no reason"])[0]
         result = ImageResult(name=name, error=f"build of {name} failed: {first[:400]}")
     result.duration = time.monotonic() - started
     return result
+
+
+async def _decide(image_plan: ImagePlan, request: BuildRequest, source: dagger.Directory, creds: Credentials,
+                  registry: dagger.Service | None, module_source: dagger.Directory, call_id: str,
+                  avoid: AvoidanceSettings | None) -> dict[str, Any] | None:
+    """The avoidance decision (ci.avoidance_cli decide), or None when avoidance is off. A step
+    that cannot decide is a build, never a failure."""
+    if avoid is None or not avoid.enabled:
+        return None
+    ctr = avoidance_container(image_plan, request, source, creds, module_source, call_id, registry,
+                              avoid.buildkit_config, avoid.no_skip)
+    if await ctr.exit_code() != 0:
+        return {"skip": False, "key": None, "detail": f"built: the input-key step failed ({_last_line(await ctr.stderr())})"}
+    lines = (await ctr.stdout()).strip().splitlines()
+    try:
+        decision = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        decision = None
+    if not isinstance(decision, dict) or not isinstance(decision.get("detail"), str):
+        return {"skip": False, "key": None, "detail": "built: the input-key step answered no decision"}
+    return decision
+
+
+async def _skip(image_plan: ImagePlan, request: BuildRequest, creds: Credentials, registry: dagger.Service | None,
+                module_source: dagger.Directory, call_id: str, decision: dict[str, Any]) -> ImageResult:
+    """No BuildKit: the SHA tag, then the followers, pointed at the recorded image, each read back."""
+    host, repository, _ = _repository_of(image_plan)
+    moved = avoidance_step("skip", [host, repository, decision["image"], *(r.rsplit(":", 1)[1] for r in image_plan.refs)],
+                           request.output.insecure, creds, module_source, call_id, registry)
+    result = ImageResult(name=image_plan.image.name, digest=decision["image"],
+                         avoidance=AvoidanceStatus(True, decision["key"], decision["detail"]))
+    if await moved.exit_code() == 0:
+        result.refs = list(image_plan.refs)
+    else:
+        result.error = _last_line(await moved.stderr()) or "pointing the tags at the recorded image failed with no message"
+    return result
+
+
+async def _record(image_plan: ImagePlan, request: BuildRequest, creds: Credentials, registry: dagger.Service | None,
+                  module_source: dagger.Directory, call_id: str, decision: dict[str, Any], result: ImageResult) -> None:
+    """The key beside the image just pushed, for the next call; a failure is a warning only."""
+    result.avoidance = AvoidanceStatus(False, decision.get("key"), decision["detail"])
+    if not decision.get("key") or not result.digest or result.error:
+        return
+    host, repository, commit = _repository_of(image_plan)
+    scope = avoidance_registry.cache_target(request) if result.cache_export.ok else ""
+    recorded = avoidance_step("record", [host, repository, decision["key"], result.digest, commit, *([scope] if scope else [])],
+                              request.output.insecure, creds, module_source, call_id, registry)
+    if await recorded.exit_code() != 0:
+        result.warnings.append(f"the input key was not recorded: {_last_line(await recorded.stderr())}")
 
 
 async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: dagger.Directory, creds: Credentials,

@@ -85,20 +85,35 @@ def build() -> tuple[pathlib.Path, str]:
 
 
 @contextlib.contextmanager
+def network() -> Iterator[tuple[str, str]]:
+    """A Docker network of its own (name, gateway) for engines that must share one gateway:
+    services a test runs on the host listen there for all of them."""
+    name = f"dimbybot2-engine-net-{uuid.uuid4().hex[:8]}"
+    _run("network", "create", name)
+    try:
+        gateway = _run("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}", name).stdout.strip()
+        yield name, gateway
+    finally:
+        _run("network", "rm", name, check=False)
+
+
+@contextlib.contextmanager
 def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, volume: str | None = None,
-            extra_ca: pathlib.Path | None = None) -> Iterator[Engine]:
+            extra_ca: pathlib.Path | None = None, on_network: str | None = None) -> Iterator[Engine]:
     """A started engine (a new state volume unless one is named: a fresh runner's engine), the
-    mirror beside it, `extra_ca` among the CAs it trusts and injects; both containers, the
-    network and a new volume removed afterwards."""
+    mirror beside it, `extra_ca` among the CAs it trusts and injects, on a network of its own
+    unless `on_network` is given; both containers, its own network and a new volume removed
+    afterwards."""
     suffix = uuid.uuid4().hex[:8]
-    name, network = f"dimbybot2-engine-{suffix}", f"dimbybot2-engine-net-{suffix}"
+    name, network = f"dimbybot2-engine-{suffix}", on_network or f"dimbybot2-engine-net-{suffix}"
     own_volume = volume is None
     volume = volume or f"dimbybot2-engine-state-{suffix}"
     with tempfile.TemporaryDirectory(prefix="dimbybot2-engine-") as tmp:
         config = pathlib.Path(tmp) / "mirror.yml"
         config.write_text(MIRROR_CONFIG)
         config.chmod(0o644)
-        _run("network", "create", network)
+        if on_network is None:
+            _run("network", "create", network)
         try:
             ca = ["-v", f"{extra_ca}:/usr/local/share/ca-certificates/dimbybot2-test-extra.crt:ro"] if extra_ca else []
             _run("run", "-d", "--name", name, "--privileged", "--network", network, "-v", f"{volume}:/var/lib/dagger", *ca, image)
@@ -125,7 +140,8 @@ def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, vol
             _run("rm", "-f", f"{name}-mirror", name, check=False)
             if own_volume:
                 _run("volume", "rm", "-f", volume, check=False)
-            _run("network", "rm", network, check=False)
+            if on_network is None:
+                _run("network", "rm", network, check=False)
 
 
 @contextlib.asynccontextmanager

@@ -66,13 +66,13 @@ def client(registry: RunningRegistry) -> Registry:
     return Registry(registry.host, registry.username, registry.password)
 
 
-async def push(engine: dagger_engine.Engine, registry: RunningRegistry, password: str | None = None,
+async def push(engine: dagger_engine.Engine, registry: RunningRegistry, password: str | None = None, sha: str = SHA,
                **options: object) -> main.BuildAndPushResult:
     import dagger
 
     secret = dagger.dag.set_secret(f"registry-password-{uuid.uuid4().hex}", password or registry.password)
     return await pipeline(engine).build_and_push(registry=f"{registry.host}/dimbybot2", username=registry.username,
-                                                 password=secret, sha=SHA, **options)  # type: ignore[arg-type]
+                                                 password=secret, sha=sha, **options)  # type: ignore[arg-type]
 
 
 async def test_build_and_push_to_an_outside_registry_pushes_both_images_sha_then_latest(
@@ -86,6 +86,8 @@ async def test_build_and_push_to_an_outside_registry_pushes_both_images_sha_then
         assert image.refs == [f"{outside.host}/{repository}:{SHA}", f"{outside.host}/{repository}:latest"]
         assert registry.digest(repository, SHA) == image.digest
         assert registry.digest(repository, "latest") == image.digest
+        # The input key was computed in the engine, base images resolved through the mirror.
+        assert image.avoidance.startswith("built: no image with these inputs yet"), image.avoidance
 
 
 def catalog(registry: RunningRegistry) -> list[str]:
@@ -227,7 +229,7 @@ async def test_two_calls_at_once_on_one_engine_share_its_cache_without_colliding
 # --- services: the embedded registry keeps what was pushed for the whole call -------------
 
 BLOB = b"pushed before the slow step"
-PUT_BLOB = "from ci.registry import Registry; print(Registry('registry:5000', insecure=True).put_blob('probe', b'%s'))" % BLOB.decode()
+PUT_BLOB = f"from ci.registry import Registry; print(Registry('registry:5000', insecure=True).put_blob('probe', {BLOB!r}))"
 HAS_BLOB = ("import sys; from ci.registry import Registry\n"
             "try:\n    Registry('registry:5000', insecure=True).blob('probe', sys.argv[1]); print('kept')\n"
             "except Exception as err:\n    print('gone:', err)")
@@ -304,3 +306,22 @@ async def test_debug_at_the_first_miss_opens_the_state_before_the_changed_copy(
         copied = await after.with_exec(["ls", "/app/dimbybot"]).stdout()
     assert listing.split() == ["venv"]  # /app is empty: the COPY of the code is the step that missed
     assert "__main__.py" in copied.split()
+
+
+# --- build avoidance: unchanged inputs are not built again -------------------------------
+
+async def test_a_commit_with_unchanged_inputs_is_not_built_its_tags_point_at_the_recorded_image(
+        engine: dagger_engine.Engine, outside: RunningRegistry) -> None:
+    later, forced = "1" * 40, "2" * 40
+    async with dagger_engine.connected(engine, REPO):
+        first = await push(engine, outside, cache_backend="none", images=["lavalink"])
+        again = await push(engine, outside, sha=later, cache_backend="none", images=["lavalink"])
+        rebuilt = await push(engine, outside, sha=forced, cache_backend="none", images=["lavalink"], no_skip=True)
+    (built,), (skipped,), (forced_build,) = first.images, again.images, rebuilt.images
+    assert again.ok and skipped.digest == built.digest, skipped.error
+    assert skipped.avoidance == f"skipped: same inputs as {built.digest} (built for {SHA})"
+    assert skipped.total_steps == 0  # BuildKit never ran
+    repository = "dimbybot2/dimbybot2-lavalink"
+    assert client(outside).digest(repository, later) == built.digest
+    assert forced_build.avoidance.startswith("built: --no-skip") and forced_build.total_steps > 0
+    assert client(outside).digest(repository, "latest") == forced_build.digest == built.digest

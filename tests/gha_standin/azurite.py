@@ -54,10 +54,11 @@ def _utc(seconds_from_now: float) -> str:
 class Azurite:
     port: int
     process: subprocess.Popen[bytes]
+    host: str = "127.0.0.1"  # where it listens, and the address its signed URLs name
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/{ACCOUNT}"
+        return f"http://{self.host}:{self.port}/{ACCOUNT}"
 
     def blob_url(self, container: str, blob: str, permissions: str, lifetime: float = 3600) -> str:
         """A service SAS URL for one blob, like the ones GitHub hands out ("cw" upload, "r" download)."""
@@ -98,8 +99,8 @@ class Azurite:
         return int(headers.get("Content-Length", "0")) if status == 200 else None
 
 
-def start_azurite(directory: pathlib.Path) -> Iterator[Azurite]:
-    """Run azurite-blob on a free 127.0.0.1 port with its data in `directory` (generator: stops it on close)."""
+def start_azurite(directory: pathlib.Path, host: str = "127.0.0.1") -> Iterator[Azurite]:
+    """Run azurite-blob on a free port of `host` with its data in `directory` (generator: stops it on close)."""
     if not AZURITE_BLOB.exists():
         raise RuntimeError(f"{AZURITE_BLOB} missing: run `npm ci --prefix tests/tools`")
     directory.mkdir(parents=True, exist_ok=True)
@@ -107,15 +108,15 @@ def start_azurite(directory: pathlib.Path) -> Iterator[Azurite]:
     log = (directory / "azurite.log").open("wb")
     # --disableTelemetry: otherwise Azurite tries to reach Microsoft's telemetry service.
     process = subprocess.Popen(
-        ["node", str(AZURITE_BLOB), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(directory),
+        ["node", str(AZURITE_BLOB), "--blobHost", host, "--blobPort", str(port), "--location", str(directory),
          "--disableTelemetry", "--silent"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    azurite = Azurite(port, process)
+    azurite = Azurite(port, process, host)
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((host, port), timeout=1):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:

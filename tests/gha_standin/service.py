@@ -3,7 +3,7 @@
 Only GitHub's part is stood in for; blobs live in a real Azure Blob endpoint (Azurite) and
 BuildKit's own client uploads and downloads them with the Azure protocol.
 
-What it serves, on one 127.0.0.1 port:
+What it serves, on one port (127.0.0.1 unless told):
   POST /twirp/github.actions.results.api.v1.CacheService/{CreateCacheEntry,
        FinalizeCacheEntryUpload, GetCacheEntryDownloadURL}      the v2 cache API (ACTIONS_RESULTS_URL)
   GET/DELETE /repos/{owner}/{repo}/actions/caches[...], GET .../actions/cache/usage
@@ -400,11 +400,11 @@ class GhaStandIn:
 
     @property
     def results_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+        return f"http://{self.server.server_address[0]}:{self.server.server_address[1]}/"
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
 
     def runner_env(self, ref: str = "refs/heads/main", read_refs: tuple[str, ...] = ()) -> dict[str, str]:
         """The variables a job sees on a runner (with the runtime exported to `run:` steps)."""
@@ -414,14 +414,15 @@ class GhaStandIn:
 
 
 def start(directory: pathlib.Path, repository: str = "owner/dimbybot2", quota_bytes: int = 10 * GIB,
-          uploads_per_minute: int = 200) -> Iterator[GhaStandIn]:
-    """Azurite plus the cache service on free 127.0.0.1 ports (generator: stops both on close)."""
-    azurite_gen = start_azurite(directory / "azurite")
+          uploads_per_minute: int = 200, host: str = "127.0.0.1") -> Iterator[GhaStandIn]:
+    """Azurite plus the cache service on free ports of `host` (generator: stops both on close):
+    another address than loopback for clients elsewhere, a Dagger engine's containers."""
+    azurite_gen = start_azurite(directory / "azurite", host)
     azurite = next(azurite_gen)
     try:
         service = CacheService(azurite, repository, "ghs_" + secrets.token_hex(16), quota_bytes, uploads_per_minute)
         handler = type("Handler", (_Handler,), {"service": service})
-        server = _Server(("127.0.0.1", free_port()), handler)
+        server = _Server((host, free_port()), handler)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         try:
