@@ -24,6 +24,7 @@ from . import avoidance
 from .errors import InputError, PipelineError
 from .explain.snapshot import Snapshot
 from .model import BuildRequest
+from .progress import BuildLog
 from .registry import Registry
 
 ARTIFACT_TYPE = "application/vnd.dimbybot2.inputs.v1"
@@ -66,6 +67,25 @@ def imports_own_scope(request: BuildRequest) -> bool:
     target = cache_target(request)
     imports = {f"{s.type}:{s.attr('scope') if s.type == 'gha' else s.attr('ref')}" for s in request.cache_from}
     return bool(target) and target in imports
+
+
+def defers_export(request: BuildRequest, recorded_cache: str | None) -> bool:
+    """Part 3 of issue 19: the record says this scope's index was written from these very
+    inputs, and the build imports that scope. Then build without the export, and export
+    afterwards only if `export_needed` says so (both drivers)."""
+    return (bool(request.cache_to) and bool(recorded_cache) and recorded_cache == cache_target(request)
+            and imports_own_scope(request))
+
+
+def export_needed(request: BuildRequest, log: BuildLog, imported: bool | None) -> bool:
+    """An export only rewrites the scope's own index when every step hit and the import came
+    from that very scope (`imported`: the import's status); anything else must be exported."""
+    every_hit = bool(log.cacheable) and all(step.cached and not step.rerun_because for step in log.cacheable)
+    return not (every_hit and imported is True and imports_own_scope(request))
+
+
+def export_skipped_detail(request: BuildRequest) -> str:
+    return f"skipped: every step hit and the import came from the scope's own index ({cache_target(request)})"
 
 
 def manifest(record: Record) -> bytes:

@@ -212,13 +212,6 @@ def _skipped(plan: ImagePlan, decision: avoidance_registry.Decision, avoid: Avoi
                        avoidance=AvoidanceStatus(True, decision.key.key, decision.detail))
 
 
-def export_needed(request: BuildRequest, log: BuildLog, imported: CacheStatus) -> bool:
-    """Part 3 of issue 19: an export only rewrites the scope's own index when every step hit
-    and the import came from that very scope; anything else must be exported."""
-    every_hit = bool(log.cacheable) and all(step.cached and not step.rerun_because for step in log.cacheable)
-    return not (every_hit and imported.ok is True and avoidance_registry.imports_own_scope(request))
-
-
 def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str],
                 avoid: Avoidance | None = None) -> ImageResult:
     """Build (and push the SHA ref of) one image; a cache failure falls back to a cold build.
@@ -234,22 +227,20 @@ def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Ma
         status = AvoidanceStatus(False, decision.key.key, done)
     # The record says this scope's index was written from these very inputs: build without the
     # export, and export afterwards only if the build shows it is needed.
-    deferred = (isinstance(decision, avoidance_registry.Decision) and decision.record is not None and bool(plan.request.cache_to)
-                and decision.record.cache == avoidance_registry.cache_target(plan.request)
-                and avoidance_registry.imports_own_scope(plan.request))
+    deferred = (isinstance(decision, avoidance_registry.Decision) and decision.record is not None
+                and avoidance_registry.defers_export(plan.request, decision.record.cache))
     request = dataclasses.replace(plan.request, cache_to=()) if deferred else plan.request
     result = _build(plan, request, root, work, env)
     result.avoidance = status
     if deferred and result.ok and result.log is not None:
-        if export_needed(plan.request, result.log, result.cache_import):
+        if avoidance_registry.export_needed(plan.request, result.log, result.cache_import.ok):
             # Every step is in this BuildKit now: the second build only exports (own progress log).
             export = run_build(dataclasses.replace(plan.request, image=f"{plan.image.name}.export", output=Output("cacheonly")),
                                root, work, env)
             result.cache_export = cache_status(export.log, "export", True)
             result.duration += export.seconds
         else:
-            result.cache_export = CacheStatus(True, f"skipped: every step hit and the import came from the scope's own index "
-                                                    f"({avoidance_registry.cache_target(plan.request)})")
+            result.cache_export = CacheStatus(True, avoidance_registry.export_skipped_detail(plan.request))
     return result
 
 

@@ -24,7 +24,7 @@ from . import __version__, avoidance_registry, cache, debug, gitinfo, pins, prog
 from .config import ProjectConfig, check_inputs, from_pyproject_text
 from .errors import InputError, PipelineError
 from .model import BuildRequest, Output
-from .pipeline import AvoidanceStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cold_retry, image_result, plan
+from .pipeline import AvoidanceStatus, CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status, cold_retry, image_result, plan
 from .progress import BuildLog
 
 # What never reaches the pipeline from the repository (the Dockerfiles' own .dockerignore
@@ -381,8 +381,8 @@ class ImageOutcome:
     total_steps: int = field(default=0)
     hit_ratio: float = field(default=0.0)
     duration: float = field(default=0.0)
-    cache_import: Annotated[str, Doc("ok, off, or 'failed: <why>'")] = field(default="off")
-    cache_export: Annotated[str, Doc("ok, off, or 'failed: <why>'")] = field(default="off")
+    cache_import: Annotated[str, Doc("ok, off, 'skipped: <why>' or 'failed: <why>'")] = field(default="off")
+    cache_export: Annotated[str, Doc("ok, off, 'skipped: <why>' or 'failed: <why>'")] = field(default="off")
     warnings: list[str] = field(default=list)
     avoidance: Annotated[str, Doc("skipped: same inputs as <digest> (built for <commit>), or why it was built")] = field(default="")
     error: str = field(default="")
@@ -455,7 +455,11 @@ def _make(cls: type[T], **values: Any) -> T:
 
 
 def _status_text(status_ok: bool | None, detail: str) -> str:
-    return "off" if status_ok is None else ("ok" if status_ok else f"failed: {detail}")
+    if status_ok is None:
+        return "off"
+    if status_ok:  # a skipped export succeeded by not running: say so, not just "ok"
+        return detail if detail.startswith("skipped:") else "ok"
+    return f"failed: {detail}"
 
 
 def _outcome(result: ImageResult) -> ImageOutcome:
@@ -783,7 +787,9 @@ async def _build_one(image_plan: ImagePlan, source: dagger.Directory, creds: Cre
         if decision is not None and decision.get("skip"):
             result = await _skip(image_plan, request, creds, registry, module_source, call_id, decision)
         else:
-            result = await _push_and_tag(image_plan, request, source, creds, builder, registry, module_source, call_id)
+            deferred = decision is not None and avoidance_registry.defers_export(request, decision.get("cache"))
+            result = await _push_and_tag(image_plan, request, source, creds, builder, registry, module_source, call_id,
+                                         defer_export=deferred)
             if decision is not None:
                 await _record(image_plan, request, creds, registry, module_source, call_id, decision, result)
     except dagger.QueryError as err:
@@ -845,8 +851,13 @@ async def _record(image_plan: ImagePlan, request: BuildRequest, creds: Credentia
 
 async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: dagger.Directory, creds: Credentials,
                         builder: tuple[dagger.Service, str | None], registry: dagger.Service | None,
-                        module_source: dagger.Directory, call_id: str) -> ImageResult:
-    name = image_plan.image.name
+                        module_source: dagger.Directory, call_id: str, *, defer_export: bool = False) -> ImageResult:
+    """Build and push the SHA tag, then move the others. `defer_export`: the avoidance record
+    says the scope's index came from these very inputs, so the build runs without the cache
+    export, and a second, export-only build runs only if some step missed (issue 19 part 3)."""
+    name, full_request = image_plan.image.name, request
+    if defer_export:
+        request = dataclasses.replace(request, cache_to=())
     ctr = buildctl_container(request, source, creds, *builder, call_id=call_id)
     code = await ctr.exit_code()
     log, tail = read_progress(await ctr.file(f"{OUT}/progress.json").contents())
@@ -865,6 +876,10 @@ async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: da
     if not result.digest:
         result.error = f"build of {name} reported no image digest; no tag was moved"
         return result
+    if defer_export:
+        # After a cold retry the import is what broke: the export-only build does without it.
+        exporting = full_request if retried_because is None else dataclasses.replace(full_request, cache_from=())
+        result.cache_export = await _export_if_needed(exporting, log, result, source, creds, builder, call_id)
     result.refs = list(image_plan.refs[:1])
     # Even with no tag to move: confirms the SHA tag resolves to what was built.
     moved = retag_container(image_plan, request, result.digest, creds, module_source, call_id, registry)
@@ -873,6 +888,22 @@ async def _push_and_tag(image_plan: ImagePlan, request: BuildRequest, source: da
     else:
         result.error = _last_line(await moved.stderr()) or "moving tags failed with no message"
     return result
+
+
+async def _export_if_needed(request: BuildRequest, log: BuildLog, result: ImageResult, source: dagger.Directory,
+                            creds: Credentials, builder: tuple[dagger.Service, str | None], call_id: str) -> CacheStatus:
+    """The export the build left out, when it is needed: every step is in this BuildKit now,
+    so an export-only build (no image output) answers from it."""
+    if not avoidance_registry.export_needed(request, log, result.cache_import.ok):
+        return CacheStatus(True, avoidance_registry.export_skipped_detail(request))
+    export_only = dataclasses.replace(request, output=Output("cacheonly"))
+    ctr = buildctl_container(export_only, source, creds, *builder, call_id=call_id)
+    await ctr.exit_code()
+    exported, _ = read_progress(await ctr.file(f"{OUT}/progress.json").contents())
+    status = cache_status(exported, "export", True)
+    if status.ok is False:
+        result.warnings.append(f"cache export failed, build continued: {status.detail}")
+    return status
 
 
 async def _buildkit(external: dagger.Service | None, registry: dagger.Service | None = None,

@@ -18,6 +18,7 @@ from ci import main
 from tests import dagger_engine, pinned_buildkit
 from tests.conftest import REPO
 from tests.gha_standin.service import GhaStandIn, start
+from tests.registry_fixture import RunningRegistry, ThrowawayCA, start_registry
 
 pytestmark = [pytest.mark.engine, pytest.mark.docker, pytest.mark.usefixtures("docker")]
 
@@ -43,9 +44,10 @@ def gha(runner_network: tuple[str, str], tmp_path: pathlib.Path) -> Iterator[Gha
 
 
 @contextlib.contextmanager
-def fresh_runner(built: tuple[pathlib.Path, str], runner_network: tuple[str, str]) -> Iterator[dagger_engine.Engine]:
+def fresh_runner(built: tuple[pathlib.Path, str], runner_network: tuple[str, str],
+                 ca: pathlib.Path | None = None) -> Iterator[dagger_engine.Engine]:
     """A new engine on a new state volume: what a fresh runner's `dagger call` starts."""
-    with dagger_engine.running(*built, pinned_buildkit.MIRROR_STORAGE, on_network=runner_network[0]) as engine:
+    with dagger_engine.running(*built, pinned_buildkit.MIRROR_STORAGE, extra_ca=ca, on_network=runner_network[0]) as engine:
         yield engine
 
 
@@ -116,3 +118,48 @@ async def test_a_lost_cache_blob_takes_the_cold_retry_and_still_pushes(
     assert result.ok and image.digest == seeded.images[0].digest, image.error
     assert any("rebuilt without external cache" in w for w in image.warnings), image.warnings
     assert "sig=" not in " ".join(image.warnings)
+
+
+@pytest.fixture
+def outside(runner_network: tuple[str, str], tmp_path: pathlib.Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[RunningRegistry, ThrowawayCA]]:
+    """A registry that outlives the runners (as ghcr.io does), over TLS on the network's gateway."""
+    (tmp_path / "ca").mkdir()
+    ca = ThrowawayCA.make(tmp_path / "ca")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert))
+    gateway = runner_network[1]
+    for registry in start_registry(tmp_path / "registry", address=gateway, certificate=ca.issue(gateway), ca=ca.cert):
+        yield registry, ca
+
+
+async def test_a_forced_rebuild_of_recorded_inputs_leaves_out_the_cache_export_and_says_so(
+        built: tuple[pathlib.Path, str], runner_network: tuple[str, str], gha: GhaStandIn,
+        outside: tuple[RunningRegistry, ThrowawayCA]) -> None:
+    """Issue 19 part 3 on the Dagger path: the first runner builds, exports to the image's gha
+    scope and records that beside the image; a second fresh runner with --no-skip builds the
+    same inputs again, every step hits from that scope, and the export (an identical index, a
+    part of the 200-uploads-a-minute budget) is left out."""
+    registry, ca = outside
+    options = {"images": ["lavalink"], "registry": f"{registry.host}/dimbybot2", "username": registry.username}
+    with fresh_runner(built, runner_network, ca.cert) as first_runner:
+        first = await build_and_push(first_runner, gha.runner_env(), password=_password(registry), **options)
+    (built_first,) = first.images
+    assert first.ok and built_first.cache_export == "ok", (built_first.error, built_first.cache_export)
+    uploads = creates(gha)
+    with fresh_runner(built, runner_network, ca.cert) as second_runner:
+        again = await build_and_push(second_runner, gha.runner_env(), password=_password(registry), no_skip=True, **options)
+    (rebuilt,) = again.images
+    assert again.ok and rebuilt.digest == built_first.digest, rebuilt.error
+    assert rebuilt.cached_steps == rebuilt.total_steps > 0, (rebuilt.cached_steps, rebuilt.total_steps)
+    assert rebuilt.cache_export.startswith("skipped: every step hit"), rebuilt.cache_export
+    assert creates(gha) == uploads, "the cache was exported again"
+
+
+def creates(gha: GhaStandIn) -> int:
+    return sum(method == "CreateCacheEntry" for method, _ in gha.service.calls)
+
+
+def _password(registry: RunningRegistry) -> object:
+    import dagger
+
+    return dagger.dag.set_secret("registry-password", registry.password)
