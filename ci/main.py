@@ -454,12 +454,12 @@ def _make(cls: type[T], **values: Any) -> T:
     return cls(**values)
 
 
-def _status_text(status_ok: bool | None, detail: str) -> str:
-    if status_ok is None:
+def _status_text(status: CacheStatus) -> str:
+    if status.ok is None:
         return "off"
-    if status_ok:  # a skipped export succeeded by not running: say so, not just "ok"
-        return detail if detail.startswith("skipped:") else "ok"
-    return f"failed: {detail}"
+    if status.skipped:  # succeeded by not running: say so, not just "ok"
+        return status.detail
+    return "ok" if status.ok else f"failed: {status.detail}"
 
 
 def _outcome(result: ImageResult) -> ImageOutcome:
@@ -467,8 +467,8 @@ def _outcome(result: ImageResult) -> ImageOutcome:
         ImageOutcome,
         name=result.name, digest=result.digest or "", refs=list(result.refs), cached_steps=result.cached_steps,
         total_steps=result.total_steps, hit_ratio=round(result.hit_ratio, 4), duration=round(result.duration, 3),
-        cache_import=_status_text(result.cache_import.ok, result.cache_import.detail),
-        cache_export=_status_text(result.cache_export.ok, result.cache_export.detail),
+        cache_import=_status_text(result.cache_import),
+        cache_export=_status_text(result.cache_export),
         warnings=list(result.warnings), error=result.error or "",
         avoidance=result.avoidance.detail if result.avoidance is not None else "",
     )

@@ -98,6 +98,11 @@ class CacheStatus:
     ok: bool | None
     detail: str = ""
 
+    @property
+    def skipped(self) -> bool:
+        """Done by not running: the export an all-hit build from its own scope leaves out."""
+        return self.ok is True and self.detail.startswith("skipped:")
+
 
 def cache_status(log: BuildLog, direction: str, attempted: bool) -> CacheStatus:
     """Read the import ('importing cache') or export ('exporting cache') outcome from a log."""

@@ -58,7 +58,7 @@ def to_json(result: PipelineResult, run: dict[str, Any] | None = None) -> str:
 def _cache_cell(status: CacheStatus) -> str:
     if status.ok is None:
         return "off"
-    if status.ok and status.detail.startswith("skipped"):
+    if status.skipped:
         return "skipped"
     return "ok" if status.ok else f"FAILED: {status.detail}"
 
