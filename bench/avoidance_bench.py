@@ -31,13 +31,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gha_bench import fresh_runner, plain_argv, runner_env, scratch_repo, stats  # noqa: E402
+from bench.gha_bench import fresh_runner, make_change, plain_argv, runner_env, scratch_repo, stats  # noqa: E402
 from ci import cache, config, local, pipeline, tags  # noqa: E402
 from ci.progress import parse_stream  # noqa: E402
 from tests.conftest import BASE_PREFIX  # noqa: E402
@@ -112,8 +111,7 @@ def one_side(side: str, tmp: pathlib.Path, registry: RunningRegistry, index: int
     gha = next(generator)
     try:
         for scenario, sha in SHAS.items():
-            if scenario == "code-change":
-                (repo / "bot" / "dimbybot" / "__init__.py").write_text(f'__version__ = "{uuid.uuid4()}"\n')
+            make_change(repo, scenario)
             with fresh_runner() as runner, runner_env(runner, gha):
                 run = (run_pipeline if side == "pipeline" else run_plain)(repo, work, registry, f"{side}{index}", sha, bases)
             runs[scenario][side].append(run)

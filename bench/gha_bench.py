@@ -159,6 +159,16 @@ class Side:
     failures: list[str] = dataclasses.field(default_factory=list)
 
 
+def make_change(repo: pathlib.Path, scenario: str) -> None:
+    """The edit a scenario makes in the scratch repository, a new one each time: the bot's code
+    (code-change), or a comment in its lock (lock-change: pip installs the same hashed pins)."""
+    if scenario == "code-change":
+        (repo / "bot" / "dimbybot" / "__init__.py").write_text(f'__version__ = "{uuid.uuid4()}"\n')
+    elif scenario == "lock-change":
+        lock = repo / "bot" / "requirements.lock"
+        lock.write_text(lock.read_text() + f"# {uuid.uuid4()}\n")
+
+
 def one_side(side: Side, tmp: pathlib.Path, registry: RunningRegistry, repeat_index: int) -> None:
     repo = scratch_repo(tmp / f"{side.name}-{repeat_index}" / "repo")
     work = repo.parent / "work"
@@ -167,11 +177,7 @@ def one_side(side: Side, tmp: pathlib.Path, registry: RunningRegistry, repeat_in
     gha = next(generator)
     try:
         for scenario in SCENARIOS:
-            if scenario == "code-change":
-                (repo / "bot" / "dimbybot" / "__init__.py").write_text(f'__version__ = "{uuid.uuid4()}"\n')
-            elif scenario == "lock-change":
-                lock = repo / "bot" / "requirements.lock"
-                lock.write_text(lock.read_text() + f"# {uuid.uuid4()}\n")
+            make_change(repo, scenario)
             namespace = f"{side.name}{repeat_index}"
             for attempt in (1, 2):  # a failed run is retried once and reported, never silently dropped
                 try:

@@ -22,10 +22,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 
-from . import avoidance_registry, cache, progress, render
+from . import avoidance_registry, cache, package_cache_local, progress, render
 from .errors import PipelineError
 from .explain.snapshot import DirSnapshot
 from .model import BuildRequest, Output
+from .package_cache_store import PackageStore
 from .pipeline import AvoidanceStatus, CacheStatus, ImagePlan, ImageResult, PipelineOptions, PipelineResult, cache_status, cold_retry, image_result
 from .progress import BuildLog, parse_stream
 from .registry import Registry
@@ -212,10 +213,19 @@ def _skipped(plan: ImagePlan, decision: avoidance_registry.Decision, avoid: Avoi
                        avoidance=AvoidanceStatus(True, decision.key.key, decision.detail))
 
 
+@dataclasses.dataclass(frozen=True)
+class PackageCaches:
+    """Where cache mounts are carried across runners (package_cache_local), and under which scope."""
+
+    store: PackageStore
+    options: cache.CacheOptions
+
+
 def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Mapping[str, str],
-                avoid: Avoidance | None = None) -> ImageResult:
+                avoid: Avoidance | None = None, packages: PackageCaches | None = None) -> ImageResult:
     """Build (and push the SHA ref of) one image; a cache failure falls back to a cold build.
-    With `avoid`, an image whose inputs the registry already holds is not built at all."""
+    With `avoid`, an image whose inputs the registry already holds is not built at all; with
+    `packages`, its cache mounts are restored before the build and saved after it."""
     started = time.monotonic()
     decision = _decide(plan, root, avoid) if avoid is not None and plan.refs else None
     status = decision if isinstance(decision, AvoidanceStatus) or decision is None else \
@@ -230,8 +240,18 @@ def build_image(plan: ImagePlan, root: pathlib.Path, work: pathlib.Path, env: Ma
     deferred = (isinstance(decision, avoidance_registry.Decision) and decision.record is not None
                 and avoidance_registry.defers_export(plan.request, decision.record.cache))
     request = dataclasses.replace(plan.request, cache_to=()) if deferred else plan.request
+    restored = []
+    if packages is not None and not request.no_cache:
+        restored = package_cache_local.restore(DOCKER, plan.request, root, work, env, packages.store,
+                                               cache.scope(plan.image, packages.options),
+                                               package_cache_local.mounts_of(plan.request, root))
     result = _build(plan, request, root, work, env)
     result.avoidance = status
+    if packages is not None and restored:
+        result.package_caches = package_cache_local.save(DOCKER, restored, plan.request, work, env, packages.store,
+                                                         result.log, result.ok)
+        result.duration += sum(p.seconds for p in result.package_caches)
+        result.warnings += [f"package cache {p.mount}: {p.detail}" for p in result.package_caches if not p.ok]
     if deferred and result.ok and result.log is not None:
         if avoidance_registry.export_needed(plan.request, result.log, result.cache_import.ok):
             # Every step is in this BuildKit now: the second build only exports (own progress log).
@@ -306,21 +326,24 @@ def build_and_push(plans: list[ImagePlan], options: PipelineOptions, root: pathl
     started = time.monotonic()
     auths: dict[str, tuple[str, str]] = {}
     registry = None
+    namespace = options.registry.split("/", 1)[1] + "/" if options.registry and "/" in options.registry else ""
     if options.registry and options.tag_plan is not None:
         host = options.registry.split("/", 1)[0]
         registry = Registry(host, username, password)
-        registry.check_auth()  # wrong credentials fail here, before any build or push
+        # Wrong credentials, and a user or token that may only pull, fail here: before any build.
+        registry.check_auth([namespace + p.image.repository for p in plans])
         if username and password:
             auths[host] = (username, password)
-    namespace = options.registry.split("/", 1)[1] + "/" if options.registry and "/" in options.registry else ""
     results: list[ImageResult] = []
     with docker_config(auths) as env:
         avoid = None
         if registry is not None and options.tag_plan is not None:
             avoid = Avoidance(registry, namespace, builder_identity(env), avoidance_registry.RegistryResolver(
                 registry.host, username, password), options.tag_plan.sha, no_skip=not options.skip_unchanged)
+        store = package_cache_local.store_for(options, env, username, password)
+        packages = PackageCaches(store, options.cache) if store is not None else None
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(plans))) as pool:
-            futures = {pool.submit(build_image, p, root, work, env, avoid): p for p in plans}
+            futures = {pool.submit(build_image, p, root, work, env, avoid, packages): p for p in plans}
             for future in concurrent.futures.as_completed(futures):
                 plan = futures[future]
                 result = future.result()

@@ -300,12 +300,13 @@ def with_registry(creds: Credentials, registry: dagger.Service | None = None) ->
 
 
 def registry_check_container(module_source: dagger.Directory, host: str, creds: Credentials, call_id: str,
-                             plain_http: bool = False) -> dagger.Container:
+                             plain_http: bool = False, repositories: tuple[str, ...] = ()) -> dagger.Container:
     """Checks the registry credentials (or anonymous access) before anything is built, with
-    the core's registry client."""
+    the core's registry client, and push access to each of `repositories` (a token registry
+    answers the API root for any good credentials, a pull-only user's included)."""
     return (core_container(module_source).with_(with_registry(creds)).with_(once_per_call(call_id))
-            .with_exec(["python", "-m", "ci.registry_cli", "check", *(["--plain-http"] if plain_http else []), host],
-                       expect=dagger.ReturnType.ANY))
+            .with_exec(["python", "-m", "ci.registry_cli", "check", *(["--plain-http"] if plain_http else []), host,
+                        *repositories], expect=dagger.ReturnType.ANY))
 
 
 def retag_container(image_plan: ImagePlan, request: BuildRequest, digest: str, creds: Credentials,
@@ -697,7 +698,8 @@ class Dimbybot2:
         call_id = new_call_id()
         own_source = module_source()
         if not embedded:  # wrong credentials (or anonymous access refused) fail here, before any build or push
-            check = registry_check_container(own_source, host, creds, call_id, plain_http)
+            check = registry_check_container(own_source, host, creds, call_id, plain_http,
+                                             tuple(_repository_of(p)[1] for p in plans))
             if await check.exit_code() != 0:
                 raise InputError("--password" if password is not None else "--registry",
                                  _last_line(await check.stderr()).removeprefix("--password: "))

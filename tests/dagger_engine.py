@@ -99,11 +99,12 @@ def network() -> Iterator[tuple[str, str]]:
 
 @contextlib.contextmanager
 def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, volume: str | None = None,
-            extra_ca: pathlib.Path | None = None, on_network: str | None = None) -> Iterator[Engine]:
+            extra_ca: pathlib.Path | None = None, on_network: str | None = None,
+            probe_interval: float = 1.0) -> Iterator[Engine]:
     """A started engine (a new state volume unless one is named: a fresh runner's engine), the
     mirror beside it, `extra_ca` among the CAs it trusts and injects, on a network of its own
     unless `on_network` is given; both containers, its own network and a new volume removed
-    afterwards."""
+    afterwards. Ready once `dagger core version` answers, asked every `probe_interval` seconds."""
     suffix = uuid.uuid4().hex[:8]
     name, network = f"dimbybot2-engine-{suffix}", on_network or f"dimbybot2-engine-net-{suffix}"
     own_volume = volume is None
@@ -132,7 +133,7 @@ def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, vol
                 if time.monotonic() > deadline:
                     logs = _run("logs", "--tail", "40", name, check=False)
                     raise RuntimeError(f"the engine did not answer: {probe.stderr[-1500:]}\n{logs.stdout[-1500:]}{logs.stderr[-1500:]}")
-                time.sleep(1)
+                time.sleep(probe_interval)
             yield engine
         finally:
             # A graceful stop keeps the state volume clean for a later engine on it.

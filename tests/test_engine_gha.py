@@ -51,13 +51,15 @@ def fresh_runner(built: tuple[pathlib.Path, str], runner_network: tuple[str, str
         yield engine
 
 
-async def build_and_push(engine: dagger_engine.Engine, env: dict[str, str], **options: object) -> main.BuildAndPushResult:
+async def build_and_push(engine: dagger_engine.Engine, env: dict[str, str], root: pathlib.Path = REPO,
+                         **options: object) -> main.BuildAndPushResult:
     """`dagger call --buildkit-config=... build-and-push --cache=gha --gha-token=env://... ...` in a
-    job whose runner variables are `env`."""
+    job whose runner variables are `env`, on the checkout at `root` (bench/dagger_bench.py: a
+    scratch copy it edits)."""
     import dagger
 
     async with dagger_engine.connected(engine, REPO):
-        source = dagger.dag.host().directory(str(REPO), exclude=main.SOURCE_IGNORE)
+        source = dagger.dag.host().directory(str(root), exclude=main.SOURCE_IGNORE)
         config = dagger.dag.directory().with_new_file("buildkitd.toml", engine.buildkitd_toml()).file("buildkitd.toml")
         return await main.Dimbybot2(source=source, buildkit_config=config).build_and_push(  # type: ignore[arg-type]
             sha=SHA, cache_backend="gha", gha_token=dagger.dag.set_secret("gha-token", env["ACTIONS_RUNTIME_TOKEN"]),

@@ -234,3 +234,17 @@ def test_a_wrong_password_through_build_and_push_is_one_line_and_pushes_nothing(
     assert not work.exists()  # no build started
     with pytest.raises(PipelineError):
         client(registry).digest(f"{OWNER}/dimbybot2-lavalink", SHA2)
+
+
+@pytest.mark.docker
+def test_a_pull_only_user_through_build_and_push_is_refused_before_any_build(
+        registry: TokenRegistry, repo_copy: pathlib.Path, fresh_docker: Any) -> None:
+    """The API root answers any good credentials: only the push-access check stops a reader."""
+    work = repo_copy / "work-reader"
+    result = build_and_push(repo_copy, registry, fresh_docker.host, READER, READER_PASSWORD, "--sha", SHA2, "--work-dir", str(work))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: registry {registry.host} refused user 'reader' (HTTP 401) when asked for push access to {OWNER}/dimbybot2-")
+    assert not work.exists()  # no build started
+    with pytest.raises(PipelineError):
+        client(registry).digest(f"{OWNER}/dimbybot2-lavalink", SHA2)

@@ -29,6 +29,7 @@ import fnmatch
 import http.server
 import json
 import pathlib
+import ssl
 import subprocess
 import threading
 import time
@@ -44,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.registry_fixture import free_port
+from tests.registry_fixture import ServerCertificate, free_port
 
 SERVICE = "dimbybot2-test-registry"
 ISSUER = "dimbybot2-test-token-service"
@@ -105,14 +106,19 @@ class Issued:
     granted: list[dict[str, Any]]
     status: int
     user_agent: str
+    at: float = dataclasses.field(default_factory=time.time)  # when it was asked for (wall clock)
+    token: str = dataclasses.field(default="", repr=False)  # what was issued ("" when refused)
 
 
 class TokenService:
     """GitHub's token service, as far as a registry client sees it (a stand-in, not GitHub's)."""
 
     def __init__(self, keys: SigningKeys, users: dict[str, User], anonymous: dict[str, frozenset[str]],
-                 expires_in: int = 300) -> None:
+                 expires_in: int = 300, address: str = "127.0.0.1", certificate: ServerCertificate | None = None) -> None:
+        """`address` and `certificate`: listen there over TLS (where a Dagger engine's containers
+        reach it, tests/dagger_engine.py) instead of plain HTTP on the loopback."""
         self.keys, self.users, self.anonymous = keys, users, anonymous
+        self.address, self.tls = address, certificate is not None
         self.expires_in = expires_in
         # What the answer says of the lifetime, when it should differ from the truth (a token
         # the registry stops honouring early: revoked, or clocks that disagree).
@@ -145,14 +151,18 @@ class TokenService:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = http.server.ThreadingHTTPServer((address, 0), Handler)
+        if certificate is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(certificate.cert), str(certificate.key))
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = int(self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
+        return f"{'https' if self.tls else 'http'}://{self.address}:{self.port}/token"
 
     def _who(self, authorization: str | None) -> tuple[bool, str | None]:
         """(credentials acceptable, user name or None for anonymous)."""
@@ -199,14 +209,15 @@ class TokenService:
         claims = {"iss": ISSUER, "sub": name or "", "aud": SERVICE, "iat": now, "nbf": now,
                   "exp": now + lifetime - LEEWAY, "jti": uuid.uuid4().hex, "access": access}
         token = self.keys.sign(claims)
-        self._record(name, scopes, access, 200, user_agent)
+        self._record(name, scopes, access, 200, user_agent, token)
         return 200, json.dumps({"token": token, "access_token": token,
                                 "expires_in": lifetime if self.reported_expires_in is None else self.reported_expires_in,
                                 "issued_at": datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()}).encode()
 
-    def _record(self, user: str | None, scopes: list[str], granted: list[dict[str, Any]], status: int, user_agent: str) -> None:
+    def _record(self, user: str | None, scopes: list[str], granted: list[dict[str, Any]], status: int, user_agent: str,
+                token: str = "") -> None:
         with self.lock:
-            self.issued.append(Issued(user, scopes, granted, status, user_agent))
+            self.issued.append(Issued(user, scopes, granted, status, user_agent, token=token))
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -223,16 +234,20 @@ class TokenRegistry:
 
 
 def start_token_registry(directory: pathlib.Path, users: dict[str, User], anonymous: dict[str, frozenset[str]],
-                         expires_in: int = 300) -> Iterator[TokenRegistry]:
-    """docker-registry with `auth: token` on 127.0.0.1 (plain HTTP), and its token service."""
+                         expires_in: int = 300, address: str = "127.0.0.1", certificate: ServerCertificate | None = None,
+                         ca: pathlib.Path | None = None) -> Iterator[TokenRegistry]:
+    """docker-registry with `auth: token` on 127.0.0.1 (plain HTTP), and its token service. Given
+    an address and a certificate (for that address; `ca` signed it), both listen there over TLS
+    instead: a token registry as a Dagger engine's containers see one."""
     keys = SigningKeys.make()
     bundle = directory / "token-root.pem"
     bundle.write_bytes(keys.root_pem)
     storage = directory / "storage"
     storage.mkdir(parents=True)
-    tokens = TokenService(keys, users, anonymous, expires_in)
+    tokens = TokenService(keys, users, anonymous, expires_in, address, certificate)
     port = free_port()
     config = directory / "config.yml"
+    tls = f"  tls: {{certificate: {certificate.cert}, key: {certificate.key}}}\n" if certificate else ""
     config.write_text(f"""version: 0.1
 log:
   level: info
@@ -242,8 +257,8 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
-auth:
+  addr: {address}:{port}
+{tls}auth:
   token:
     realm: {tokens.realm}
     service: {SERVICE}
@@ -253,10 +268,11 @@ auth:
     log_path = directory / "registry.log"
     log = log_path.open("w")
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    context = ssl.create_default_context(cafile=str(ca)) if certificate else None
     try:
         for _ in range(100):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                urllib.request.urlopen(f"{'https' if certificate else 'http'}://{address}:{port}/v2/", timeout=1, context=context)
             except urllib.error.HTTPError:
                 break  # 401: up, and asking for a token
             except OSError:
@@ -265,7 +281,7 @@ auth:
                 time.sleep(0.1)
         if proc.poll() is not None:
             raise RuntimeError(f"registry did not start: {log_path.read_text()}")
-        yield TokenRegistry(f"127.0.0.1:{port}", tokens, storage, log_path)
+        yield TokenRegistry(f"{address}:{port}", tokens, storage, log_path)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
