@@ -15,14 +15,24 @@ FROM ${PYTHON_IMAGE} AS deps
 WORKDIR /build
 COPY bot/requirements.lock ./
 # - --require-hashes --no-deps: the lock is the whole truth, so this layer depends on it only.
-# - The pip cache lives in a cache mount: fast re-installs, and never part of the image.
+# - The wheels live in a cache mount (a wheelhouse, never part of the image): `pip download`
+#   fetches only the wheels it does not hold yet, and the install reads nothing but the
+#   wheelhouse. Wheels no longer in the lock are dropped, so the mount holds exactly the
+#   lock's wheels: the pipeline carries it across fresh runners (ci/package_cache.py), and a
+#   lock change downloads only the packages it changed. (pip's own HTTP cache would depend on
+#   the index's cache headers; this does not.)
 # - --no-compile, then compileall with unchecked-hash pycs: byte code without source mtimes
 #   in it, so two builds of the same lock give the same bytes.
 # - pip itself is removed from the venv: not needed at run time, and its metadata differs.
-RUN --mount=type=cache,target=/root/.cache/pip,id=dimbybot2-pip,sharing=locked \
+RUN --mount=type=cache,target=/wheels,id=dimbybot2-wheels,sharing=locked \
     python3 -m venv /opt/venv \
- && /opt/venv/bin/python -m pip install --disable-pip-version-check --no-input --no-compile \
+ && /opt/venv/bin/python -m pip download --disable-pip-version-check --no-input --dest /wheels \
       --require-hashes --no-deps --only-binary=:all: -r requirements.lock \
+ && /opt/venv/bin/python -m pip install --disable-pip-version-check --no-input --no-compile --no-index \
+      --find-links /wheels --require-hashes --no-deps --only-binary=:all: -r requirements.lock \
+ && for wheel in /wheels/*.whl; do \
+      grep -q "sha256:$(sha256sum "$wheel" | cut -d ' ' -f 1)" requirements.lock || rm -f "$wheel"; \
+    done \
  && /opt/venv/bin/python -m pip uninstall --yes --quiet pip \
  && find /opt/venv -name '__pycache__' -type d -prune -exec rm -rf {} + \
  && python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv/lib \

@@ -89,6 +89,9 @@ def _print(usage: cache_usage.Usage, as_json: bool, deleted: list[cache_usage.Ca
         entries = scope.index_entries + len(scope.blobs)
         unreadable = f"  ({len(scope.unreadable)} index(es) unreadable)" if scope.unreadable else ""
         typer.echo(f"{scope.scope:<32} {human(scope.bytes):>10} {entries:>8} {scope.share_of_quota:>6.0%}{unreadable}")
+    for package_cache in usage.package_caches:
+        typer.echo(f"{'package cache ' + package_cache.name:<32} {human(package_cache.bytes):>10} {package_cache.entries:>8} "
+                   f"  (restored: {human(package_cache.current_bytes)})")
     typer.echo(f"prunable: {len(usage.prunable)} entries, {human(usage.prunable_bytes)}")
     for entry, why in usage.prunable[:50]:
         typer.echo(f"  {entry.key[:80]:<80} {human(entry.size):>10}  {why}")

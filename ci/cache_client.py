@@ -6,6 +6,7 @@ Tokens go only into Authorization headers; errors never repeat them or signed UR
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.parse
@@ -64,21 +65,64 @@ class RuntimeCache:
     def __init__(self, token: str, results_url: str) -> None:
         self._token, self.results_url = token, results_url.rstrip("/") + "/"
 
-    def download(self, key: str) -> bytes | None:
-        body = json.dumps({"key": key, "restore_keys": [], "version": BUILDKIT_VERSION}).encode()
-        request = urllib.request.Request(self.results_url + _TWIRP + "GetCacheEntryDownloadURL", data=body, method="POST",
+    def _twirp(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(self.results_url + _TWIRP + method, data=json.dumps(body).encode(), method="POST",
                                          headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                answer = json.loads(response.read())
-            if not answer.get("ok"):
-                return None
-            with urllib.request.urlopen(answer["signed_download_url"], timeout=120) as blob:
-                return bytes(blob.read())
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
         except urllib.error.HTTPError as error:
-            raise PipelineError(f"cache service: reading {key} answered HTTP {error.code}") from None
+            code = ""
+            with contextlib.suppress(ValueError, OSError):
+                code = str(json.loads(error.read()).get("code", ""))
+            raise PipelineError(f"cache service: {method} answered HTTP {error.code}{' ' + code if code else ''}") from None
         except OSError as error:
             raise PipelineError(f"cache service unreachable: {type(error).__name__}") from None
+
+    def lookup(self, key: str, restore_keys: list[str] | tuple[str, ...] = (),
+               version: str = BUILDKIT_VERSION) -> tuple[str, str] | None:
+        """The entry under `key`, else the newest whose key starts with a restore key (in their
+        order), as actions/cache restores: (the key it matched, its signed URL); None if none."""
+        answer = self._twirp("GetCacheEntryDownloadURL", {"key": key, "restore_keys": list(restore_keys), "version": version})
+        if not answer.get("ok"):
+            return None
+        return str(answer.get("matched_key") or key), str(answer["signed_download_url"])
+
+    @staticmethod
+    def read_url(signed_url: str, what: str) -> bytes:
+        try:
+            with urllib.request.urlopen(signed_url, timeout=300) as blob:
+                return bytes(blob.read())
+        except urllib.error.HTTPError as error:
+            raise PipelineError(f"cache storage: downloading {what} answered HTTP {error.code}") from None
+        except OSError as error:
+            raise PipelineError(f"cache storage unreachable: {type(error).__name__}") from None
+
+    def download(self, key: str) -> bytes | None:
+        found = self.lookup(key)
+        return self.read_url(found[1], key) if found is not None else None
+
+    def upload(self, key: str, data: bytes, version: str) -> bool:
+        """Create, upload (one Azure block blob) and finalize an entry; False if the key exists
+        already (entries are immutable: the first writer wins, as for actions/cache)."""
+        try:
+            created = self._twirp("CreateCacheEntry", {"key": key, "version": version})
+        except PipelineError as err:
+            if "already_exists" in str(err) or "HTTP 409" in str(err):
+                return False
+            raise
+        put = urllib.request.Request(created["signed_upload_url"], data=data, method="PUT",
+                                     headers={"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"})
+        try:
+            with urllib.request.urlopen(put, timeout=600):
+                pass
+        except urllib.error.HTTPError as error:
+            raise PipelineError(f"cache storage: uploading {key} answered HTTP {error.code}") from None
+        except OSError as error:
+            raise PipelineError(f"cache storage unreachable: {type(error).__name__}") from None
+        self._twirp("FinalizeCacheEntryUpload", {"key": key, "version": version, "size_bytes": str(len(data))})
+        return True
 
     def index_blobs(self, key: str) -> set[str] | None:
         """The blob digests a BuildKit index entry lists; None if this token cannot read it (it

@@ -24,6 +24,8 @@ import re
 
 INDEX_KEY = re.compile(r"^index-(?P<scope>.+)-1-(?P<ref_hash>[0-9a-f]{8})#(?P<generation>\d+)$")
 BLOB_PREFIX = "buildkit-blob-1-"
+# The pipeline's own entries: a cache mount's contents (ci.package_cache), one per input key.
+PACKAGE_KEY = re.compile(r"^pkgcache-(?P<name>.+)-(?P<key>[0-9a-f]{24})$")
 # go-actions-cache's constant entry version (BuildKit passes no paths): sha256("|go-actionscache-1.0").
 BUILDKIT_VERSION = hashlib.sha256(b"|go-actionscache-1.0").hexdigest()
 DEFAULT_QUOTA = 10 * 1000**3  # GitHub's default repository cache quota (10 GB)
@@ -90,6 +92,21 @@ class ScopeUsage:
 
 
 @dataclasses.dataclass
+class PackageCacheUsage:
+    """One cache mount's saved contents (`pkgcache-<scope>-<mount>`): the newest entry per ref
+    is what a lookup restores; older ones are kept only until pruned."""
+
+    name: str
+    entries: int = 0
+    bytes: int = 0
+    current: list[str] = dataclasses.field(default_factory=list)  # the newest key per ref
+    current_bytes: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
 class Usage:
     quota_bytes: int
     total_bytes: int
@@ -97,7 +114,8 @@ class Usage:
     scopes: list[ScopeUsage]
     prunable: list[tuple[CacheEntry, str]]  # (entry, why)
     recommendations: list[str]
-    other_entries: int = 0  # entries that are not BuildKit's (actions/cache and friends)
+    other_entries: int = 0  # entries that are neither BuildKit's nor the pipeline's (actions/cache and friends)
+    package_caches: list[PackageCacheUsage] = dataclasses.field(default_factory=list)
 
     @property
     def prunable_bytes(self) -> int:
@@ -107,6 +125,7 @@ class Usage:
         return {"quota_bytes": self.quota_bytes, "total_bytes": self.total_bytes, "total_entries": self.total_entries,
                 "share_of_quota": round(self.total_bytes / self.quota_bytes, 4) if self.quota_bytes else None,
                 "scopes": [s.to_dict() for s in self.scopes], "other_entries": self.other_entries,
+                "package_caches": [p.to_dict() for p in self.package_caches],
                 "prunable": [{"id": e.id, "key": e.key, "ref": e.ref, "size": e.size, "why": why} for e, why in self.prunable],
                 "prunable_bytes": self.prunable_bytes, "recommendations": self.recommendations}
 
@@ -166,11 +185,35 @@ def analyse(entries: list[CacheEntry], index_blobs: dict[int, set[str] | None], 
             prunable.append((entry, f"superseded index of scope {parsed.scope} (generation {parsed.generation})"))
         elif entry.blob_digest and not any_unreadable and entry.blob_digest not in referenced:
             prunable.append((entry, "blob no current index references"))
+    packages, superseded = _package_caches(entries)
+    prunable += [(e, f"superseded package cache of {name}: a newer one is restored instead")
+                 for e, name in superseded if e.age_seconds(now) >= min_age_seconds]
     if total > quota_bytes * 0.9:
         recommendations.append(f"the cache holds {total / quota_bytes:.0%} of its quota: GitHub evicts the least recently used "
                                "entries past it; prune, or use --cache-mode=min")
-    other = sum(1 for e in entries if not e.blob_digest and IndexKey.parse(e.key) is None)
-    return Usage(quota_bytes, total, len(entries), sorted(scopes.values(), key=lambda u: u.scope), prunable, recommendations, other)
+    other = sum(1 for e in entries if not e.blob_digest and IndexKey.parse(e.key) is None and not PACKAGE_KEY.match(e.key))
+    return Usage(quota_bytes, total, len(entries), sorted(scopes.values(), key=lambda u: u.scope), prunable, recommendations,
+                 other, packages)
+
+
+def _package_caches(entries: list[CacheEntry]) -> tuple[list[PackageCacheUsage], list[tuple[CacheEntry, str]]]:
+    """Usage per cache mount, and the entries no lookup restores any more (older than the
+    newest of their mount and ref)."""
+    mounts: dict[str, PackageCacheUsage] = {}
+    newest: dict[tuple[str, str], CacheEntry] = {}
+    found = [(e, m["name"]) for e in entries if (m := PACKAGE_KEY.match(e.key))]
+    for entry, name in found:
+        usage = mounts.setdefault(name, PackageCacheUsage(name))
+        usage.entries += 1
+        usage.bytes += entry.size
+        slot = (name, entry.ref)
+        if slot not in newest or (entry.created_at, entry.id) > (newest[slot].created_at, newest[slot].id):
+            newest[slot] = entry
+    for (name, _), entry in sorted(newest.items()):
+        mounts[name].current.append(entry.key)
+        mounts[name].current_bytes += entry.size
+    current = {e.id for e in newest.values()}
+    return [mounts[n] for n in sorted(mounts)], [(e, n) for e, n in found if e.id not in current]
 
 
 def index_layers(index_json: dict[str, object]) -> set[str]:

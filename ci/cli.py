@@ -71,7 +71,7 @@ def _results_table(result: pipeline.PipelineResult) -> Table:
         table.add_column(column)
     for image in result.images:
         def status(s: pipeline.CacheStatus) -> str:
-            return "off" if s.ok is None else ("ok" if s.ok else "[red]failed[/red]")
+            return "off" if s.ok is None else "skipped" if s.skipped else ("ok" if s.ok else "[red]failed[/red]")
         table.add_row(escape(image.name), f"{image.cached_steps}/{image.total_steps}", f"{image.hit_ratio:.0%}",
                       f"{image.duration:.1f} s", status(image.cache_import), status(image.cache_export),
                       (image.digest or "-")[:19], escape("\n".join(image.refs) or "-"))
@@ -162,6 +162,8 @@ def build_and_push(
         for image in result.images:
             if image.avoidance is not None:
                 say(f"{image.name}: {image.avoidance.detail}")
+            for package_cache in image.package_caches:
+                say(f"{image.name}: package cache {package_cache.mount}: {package_cache.detail}")
             for warning in image.warnings:
                 say(f"warning ({image.name}): {warning}")
             if image.error:

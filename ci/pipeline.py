@@ -127,6 +127,22 @@ class AvoidanceStatus:
     detail: str
 
 
+@dataclasses.dataclass(frozen=True)
+class PackageCacheStatus:
+    """One cache mount's contents carried across runners (ci.package_cache): where they came
+    from, whether they were saved, their size, and one sentence saying so."""
+
+    mount: str
+    ok: bool  # False: restoring or saving failed (the build went on without it)
+    restored_from: str | None = None  # the key found (None: nothing saved yet)
+    exact: bool = False  # found under this build's own key
+    restored_bytes: int = 0
+    saved_as: str | None = None
+    saved_bytes: int = 0
+    seconds: float = 0.0  # spent restoring and saving
+    detail: str = ""
+
+
 @dataclasses.dataclass
 class ImageResult:
     name: str
@@ -141,6 +157,7 @@ class ImageResult:
     error: str | None = None
     log: BuildLog | None = dataclasses.field(default=None, repr=False)
     avoidance: AvoidanceStatus | None = None  # None: not attempted (no registry to look in)
+    package_caches: list[PackageCacheStatus] = dataclasses.field(default_factory=list)
 
     @property
     def hit_ratio(self) -> float:

@@ -7,7 +7,9 @@ JSON schema "dimbybot2.build-report/1":
                "duration", "cache_import": {"ok": bool|null, "detail"},
                "cache_export": {...}, "warnings": [...], "error": str|null,
                "steps": [{"label", "instruction", "cached", "duration", "error"}],
-               "avoidance": {"skipped": bool, "key": str|null, "detail"} | null}],
+               "avoidance": {"skipped": bool, "key": str|null, "detail"} | null,
+               "package_caches": [{"mount", "ok", "restored_from", "exact", "restored_bytes",
+                                   "saved_as", "saved_bytes", "seconds", "detail"}]}],
    optional, for trends (readers must accept reports without them):
    "run": {"commit", "branch", "time" (ISO 8601 UTC), "workflow", "run_id", "run_number", "url"},
    per image "cache_usage": {"scope", "bytes", "quota_bytes"}}
@@ -42,6 +44,7 @@ def image_dict(result: ImageResult) -> dict[str, Any]:
         "cache_import": _status(result.cache_import), "cache_export": _status(result.cache_export),
         "warnings": list(result.warnings), "error": result.error, "steps": steps,
         "avoidance": None if result.avoidance is None else dataclasses.asdict(result.avoidance),
+        "package_caches": [{**dataclasses.asdict(p), "seconds": round(p.seconds, 3)} for p in result.package_caches],
     }
 
 
@@ -75,6 +78,8 @@ def to_markdown(result: PipelineResult) -> str:
     for i in result.images:
         if i.avoidance is not None:
             lines += ["", f"**{i.name}** {i.avoidance.detail}"]
+        for package_cache in i.package_caches:
+            lines += ["", f"**{i.name}** package cache `{package_cache.mount}`: {package_cache.detail}"]
         if i.refs:
             lines += ["", f"**{i.name}** pushed: " + ", ".join(f"`{r}`" for r in i.refs)]
         if i.error:

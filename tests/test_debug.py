@@ -173,7 +173,7 @@ def test_before_the_dependency_install_the_lock_is_there_and_no_venv_after_it_bo
     before = cli("--image", "bot", "--step", "deps 4/4", "--exec", probe, *LOCAL_ARGS, repo=repo_copy)
     assert before.returncode == 0, before.stderr
     assert before.stdout.split() == ["lock=yes", "venv=no"]
-    assert "the step will run with cache mount at /root/.cache/pip (id=dimbybot2-pip): not mounted" in before.stderr
+    assert "the step will run with cache mount at /wheels (id=dimbybot2-wheels): not mounted" in before.stderr
     after = cli("--image", "bot", "--step", "deps 4/4", "--at", "after", "--exec", probe, *LOCAL_ARGS, repo=repo_copy)
     assert after.returncode == 0, after.stderr
     assert after.stdout.split() == ["lock=yes", "venv=yes"]
