@@ -136,8 +136,10 @@ def running(bin_dir: pathlib.Path, image: str, mirror_storage: pathlib.Path, vol
                 time.sleep(probe_interval)
             yield engine
         finally:
-            # A graceful stop keeps the state volume clean for a later engine on it.
-            _run("stop", "-t", "30", name, check=False)
+            # A graceful stop keeps a named state volume clean for a later engine on it; a volume
+            # of its own is removed right after, so it is not waited for (~40 s an engine).
+            if not own_volume:
+                _run("stop", "-t", "30", name, check=False)
             _run("rm", "-f", f"{name}-mirror", name, check=False)
             if own_volume:
                 _run("volume", "rm", "-f", volume, check=False)
