@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable
 from typing import Protocol
 
+from .avoidance_registry import EMPTY, EMPTY_TYPE, MANIFEST_TYPE
 from .cache_client import RuntimeCache
 from .errors import PipelineError
 from .registry import Registry
@@ -29,7 +30,6 @@ from .registry import Registry
 GHA_VERSION = hashlib.sha256(b"dimbybot2-package-cache-tar-1").hexdigest()
 ARTIFACT_TYPE = "application/vnd.dimbybot2.package-cache.v1"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar"
-_EMPTY_CONFIG = b"{}"
 KEY_ANNOTATION = "dimbybot2.package-cache.key"
 
 
@@ -97,13 +97,13 @@ class RegistryPackageStore:
         if self.registry.manifest_or_none(self.repository, key) is not None:
             return False
         layer = self.registry.put_blob(self.repository, archive)
-        config = self.registry.put_blob(self.repository, _EMPTY_CONFIG)
+        config = self.registry.put_blob(self.repository, EMPTY)
         manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": ARTIFACT_TYPE,
-            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": len(_EMPTY_CONFIG)},
+            "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "artifactType": ARTIFACT_TYPE,
+            "config": {"mediaType": EMPTY_TYPE, "digest": config, "size": len(EMPTY)},
             "layers": [{"mediaType": LAYER_TYPE, "digest": layer, "size": len(archive)}],
             "annotations": {KEY_ANNOTATION: key},
         }, separators=(",", ":")).encode()
-        self.registry.put_manifest(self.repository, key, manifest, "application/vnd.oci.image.manifest.v1+json")
-        self.registry.put_manifest(self.repository, restore_prefix + "latest", manifest, "application/vnd.oci.image.manifest.v1+json")
+        self.registry.put_manifest(self.repository, key, manifest, MANIFEST_TYPE)
+        self.registry.put_manifest(self.repository, restore_prefix + "latest", manifest, MANIFEST_TYPE)
         return True
